@@ -1,0 +1,320 @@
+"""Audio I/O, the STFT mel frontend and the training dataset (paper section 4: 80-band log-mel,
+FFT 1024, window 1024, hop 256 at 22.05 kHz).
+
+`mel_spectrogram` reproduces the authors' frontend number for number (reflect padding of
+(n_fft - hop) / 2, `center=False`, magnitude sqrt(re^2 + im^2 + 1e-9), Slaney mel filterbank from
+librosa, natural log clamped at 1e-5); its filterbank and window are cached per argument set and
+device (the original's cache never hits and rebuilds the filterbank on every call).
+"""
+
+import functools
+import math
+import os
+import random
+
+import numpy as np
+import soundfile as sf
+import torch
+import torch.utils.data
+
+from utils import UserError
+
+MAX_WAV_VALUE = 32768.0  # int16 full scale
+NORMALIZE_PEAK = 0.95  # training audio is peak-normalized to 0.95 (authors' MelDataset)
+LOG_CLIP = 1e-5  # dynamic range compression floor: log(max(x, 1e-5))
+LOG_SILENCE = math.log(LOG_CLIP)  # the value of a silent mel bin
+MAG_EPS = 1e-9  # added under the square root of the STFT magnitude
+MEL_FRAME_TOLERANCE = 3  # fine-tuning: mel/audio frame mismatch that is trimmed or padded
+
+
+class AudioError(UserError):
+    """An audio file cannot be used as it is (unreadable, wrong rate, wrong channels...)."""
+
+
+class MelError(UserError):
+    """A mel-spectrogram file has the wrong shape, values or length."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Audio I/O
+# ---------------------------------------------------------------------------------------------
+
+
+def load_wav(full_path: str) -> tuple[np.ndarray, int]:
+    """Read any file soundfile reads -> (float32 audio on the int16 / 32768 scale, rate).
+
+    Mono files give (T,), multi-channel files (T, C). 16-bit PCM gives exactly int16 / 32768.
+    """
+    if not os.path.isfile(full_path):
+        raise AudioError(f"{full_path}: file not found; check the filelist and --input_wavs_dir")
+    try:
+        data, sampling_rate = sf.read(full_path, dtype="float32", always_2d=False)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        raise AudioError(
+            f"{full_path}: not readable as audio ({str(e).splitlines()[0]}); re-export it as a "
+            "16-bit PCM wav"
+        ) from None
+    return data, sampling_rate
+
+
+def normalize(audio: np.ndarray) -> np.ndarray:
+    """Peak-normalize to 1 (equal to `librosa.util.normalize`); silence stays silence."""
+    peak = np.abs(audio).max() if audio.size else 0.0
+    if peak < np.finfo(np.float32).tiny:
+        return audio
+    return audio / peak
+
+
+# ---------------------------------------------------------------------------------------------
+# Mel frontend
+# ---------------------------------------------------------------------------------------------
+
+
+def dynamic_range_compression_torch(x: torch.Tensor, C: float = 1, clip_val: float = LOG_CLIP) -> torch.Tensor:
+    return torch.log(torch.clamp(x, min=clip_val) * C)
+
+
+def dynamic_range_decompression_torch(x: torch.Tensor, C: float = 1) -> torch.Tensor:
+    return torch.exp(x) / C
+
+
+def spectral_normalize_torch(magnitudes: torch.Tensor) -> torch.Tensor:
+    return dynamic_range_compression_torch(magnitudes)
+
+
+def spectral_de_normalize_torch(magnitudes: torch.Tensor) -> torch.Tensor:
+    return dynamic_range_decompression_torch(magnitudes)
+
+
+@functools.lru_cache(maxsize=64)
+def _mel_basis(sampling_rate: int, n_fft: int, num_mels: int, fmin: float, fmax, device: torch.device) -> torch.Tensor:
+    """(num_mels, n_fft // 2 + 1) Slaney mel filterbank, cached per arguments and device."""
+    from librosa.filters import mel as librosa_mel_fn
+
+    mel = librosa_mel_fn(sr=sampling_rate, n_fft=n_fft, n_mels=num_mels, fmin=fmin, fmax=fmax)
+    return torch.from_numpy(mel).float().to(device)
+
+
+@functools.lru_cache(maxsize=64)
+def _hann_window(win_size: int, device: torch.device) -> torch.Tensor:
+    return torch.hann_window(win_size).to(device)
+
+
+def mel_spectrogram(
+    y: torch.Tensor,
+    n_fft: int,
+    num_mels: int,
+    sampling_rate: int,
+    hop_size: int,
+    win_size: int,
+    fmin: float,
+    fmax,
+    center: bool = False,
+) -> torch.Tensor:
+    """Log-mel spectrogram of audio in [-1, 1]: (B, T) -> (B, num_mels, T // hop_size).
+
+    Always computed in float32 (also under autocast). `fmax=None` means sampling_rate / 2.
+    """
+    if y.dim() == 1:
+        y = y.unsqueeze(0)
+    with torch.autocast(device_type=y.device.type, enabled=False):
+        y = y.float()
+        mel_basis = _mel_basis(sampling_rate, n_fft, num_mels, fmin, fmax, y.device)
+        window = _hann_window(win_size, y.device)
+        pad = int((n_fft - hop_size) / 2)
+        y = torch.nn.functional.pad(y.unsqueeze(1), (pad, pad), mode="reflect").squeeze(1)
+        spec = torch.stft(
+            y,
+            n_fft,
+            hop_length=hop_size,
+            win_length=win_size,
+            window=window,
+            center=center,
+            pad_mode="reflect",
+            normalized=False,
+            onesided=True,
+            return_complex=True,
+        )
+        spec = torch.view_as_real(spec)  # (B, F, N, 2)
+        spec = torch.sqrt(spec.pow(2).sum(-1) + MAG_EPS)
+        spec = torch.matmul(mel_basis, spec)  # (F, N) -> (num_mels, N)
+        return spectral_normalize_torch(spec)
+
+
+def mel_from_config(y: torch.Tensor, h, fmax_for_loss: bool = False) -> torch.Tensor:
+    """`mel_spectrogram` with the config's frontend (fmax, or fmax_for_loss for the L1 loss)."""
+    fmax = h.fmax_for_loss if fmax_for_loss else h.fmax
+    return mel_spectrogram(y, h.n_fft, h.num_mels, h.sampling_rate, h.hop_size, h.win_size, h.fmin, fmax)
+
+
+# ---------------------------------------------------------------------------------------------
+# Filelists and dataset
+# ---------------------------------------------------------------------------------------------
+
+
+def read_filelist(path: str, wavs_dir: str) -> list[str]:
+    """LJSpeech-style `id|text...` lines -> `<wavs_dir>/<id>.wav` paths (blank lines skipped)."""
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: filelist not found; pass --input_training_file / --input_validation_file")
+    with open(path, encoding="utf-8") as fi:
+        ids = [line.split("|")[0].strip() for line in fi.read().split("\n") if line.strip()]
+    return [os.path.join(wavs_dir, i + ".wav") for i in ids]
+
+
+def get_dataset_filelist(a) -> tuple[list[str], list[str]]:
+    """(training wav paths, validation wav paths) from the argparse namespace `a`."""
+    return (
+        read_filelist(a.input_training_file, a.input_wavs_dir),
+        read_filelist(a.input_validation_file, a.input_wavs_dir),
+    )
+
+
+def load_mel(path: str, num_mels: int) -> torch.Tensor:
+    """Load a `.npy` mel of shape (num_mels, T) or (1, num_mels, T) -> (1, num_mels, T) float32."""
+    if not os.path.isfile(path):
+        raise MelError(f"{path}: mel file not found; fine-tuning needs <input_mels_dir>/<id>.npy for each wav")
+    try:
+        mel = np.load(path, allow_pickle=False)
+    except Exception as e:
+        raise MelError(f"{path}: not a readable .npy array ({e}); save mels with numpy.save") from None
+    if mel.ndim == 2:
+        mel = mel[None]
+    if mel.ndim != 3 or mel.shape[0] != 1 or mel.shape[1] != num_mels:
+        raise MelError(
+            f"{path}: mel shape {tuple(mel.shape)}; expected ({num_mels}, T) or (1, {num_mels}, T)"
+        )
+    if not np.isfinite(mel).all():
+        raise MelError(f"{path}: mel holds NaN or inf values; regenerate it")
+    return torch.from_numpy(np.ascontiguousarray(mel, dtype=np.float32))
+
+
+def reconcile_mel_audio(mel: torch.Tensor, audio: torch.Tensor, hop_size: int, name: str):
+    """Make (1, M, F) mel and (1, T) audio agree on F = T // hop_size frames.
+
+    A mismatch of up to `MEL_FRAME_TOLERANCE` frames (teacher-forced mels are often one or two
+    frames off) is trimmed, or padded with log-silence (never with 0, which is loud in log-mel).
+    Audio is then cut to exactly F * hop_size samples. A larger mismatch is a `MelError`.
+    """
+    frames = audio.size(1) // hop_size
+    diff = mel.size(2) - frames
+    if abs(diff) > MEL_FRAME_TOLERANCE:
+        raise MelError(
+            f"{name}: mel has {mel.size(2)} frames but the audio gives {frames} "
+            f"({audio.size(1)} samples / hop {hop_size}); regenerate the mel from this wav"
+        )
+    if diff > 0:
+        mel = mel[:, :, :frames]
+    elif diff < 0:
+        mel = torch.nn.functional.pad(mel, (0, -diff), value=LOG_SILENCE)
+    return mel, audio[:, : frames * hop_size]
+
+
+class MelDataset(torch.utils.data.Dataset):
+    """Training/validation items `(mel, audio, filename, mel_loss)` as the authors' dataset.
+
+    Training (`split=True`): a random `segment_size` crop of the peak-normalized (x0.95) audio,
+    its mel (fmax) and its loss mel (fmax_loss); short clips are zero-padded. Fine-tuning reads
+    the teacher-forced mel `<base_mels_path>/<name>.npy` instead and crops mel and audio together.
+    """
+
+    def __init__(
+        self,
+        training_files,
+        segment_size,
+        n_fft,
+        num_mels,
+        hop_size,
+        win_size,
+        sampling_rate,
+        fmin,
+        fmax,
+        split=True,
+        shuffle=True,
+        n_cache_reuse=1,
+        device=None,
+        fmax_loss=None,
+        fine_tuning=False,
+        base_mels_path=None,
+    ):
+        self.audio_files = list(training_files)
+        random.seed(1234)
+        if shuffle:
+            random.shuffle(self.audio_files)
+        self.segment_size = segment_size
+        self.sampling_rate = sampling_rate
+        self.split = split
+        self.n_fft = n_fft
+        self.num_mels = num_mels
+        self.hop_size = hop_size
+        self.win_size = win_size
+        self.fmin = fmin
+        self.fmax = fmax
+        self.fmax_loss = fmax_loss
+        self.cached_wav = None
+        self.n_cache_reuse = n_cache_reuse
+        self._cache_ref_count = 0
+        self.device = device
+        self.fine_tuning = fine_tuning
+        self.base_mels_path = base_mels_path
+
+    def _mel(self, audio: torch.Tensor, fmax) -> torch.Tensor:
+        return mel_spectrogram(
+            audio, self.n_fft, self.num_mels, self.sampling_rate, self.hop_size, self.win_size, self.fmin, fmax
+        )
+
+    def _load(self, filename: str) -> np.ndarray:
+        audio, sampling_rate = load_wav(filename)
+        if sampling_rate != self.sampling_rate:
+            raise AudioError(
+                f"{filename}: sampling rate {sampling_rate} Hz, the config expects {self.sampling_rate} Hz; "
+                "resample the dataset (e.g. sox in.wav -r 22050 out.wav) or change sampling_rate"
+            )
+        if audio.ndim != 1:
+            raise AudioError(f"{filename}: {audio.shape[1]} channels; convert the dataset to mono")
+        if not self.fine_tuning:
+            # float64 as the original (int16 / 32768.0 is float64 in numpy), then float32
+            audio = (normalize(audio.astype(np.float64)) * NORMALIZE_PEAK).astype(np.float32)
+        return audio
+
+    def __getitem__(self, index: int):
+        filename = self.audio_files[index]
+        if self._cache_ref_count == 0:
+            audio = self._load(filename)
+            self.cached_wav = audio
+            self._cache_ref_count = self.n_cache_reuse
+        else:
+            audio = self.cached_wav
+            self._cache_ref_count -= 1
+
+        audio = torch.as_tensor(audio, dtype=torch.float32).unsqueeze(0)  # (1, T)
+
+        if not self.fine_tuning:
+            if self.split:
+                if audio.size(1) >= self.segment_size:
+                    audio_start = random.randint(0, audio.size(1) - self.segment_size)
+                    audio = audio[:, audio_start : audio_start + self.segment_size]
+                else:
+                    audio = torch.nn.functional.pad(audio, (0, self.segment_size - audio.size(1)), "constant")
+            mel = self._mel(audio, self.fmax)
+        else:
+            name = os.path.splitext(os.path.basename(filename))[0]
+            mel_path = os.path.join(self.base_mels_path, name + ".npy")
+            mel = load_mel(mel_path, self.num_mels)
+            mel, audio = reconcile_mel_audio(mel, audio, self.hop_size, mel_path)
+            if self.split:
+                frames_per_seg = math.ceil(self.segment_size / self.hop_size)
+                if mel.size(2) >= frames_per_seg:
+                    # NOTE: the original draws from [0, frames - frames_per_seg - 1] and crashes
+                    # when a mel has exactly frames_per_seg frames; the last start is valid.
+                    mel_start = random.randint(0, mel.size(2) - frames_per_seg)
+                    mel = mel[:, :, mel_start : mel_start + frames_per_seg]
+                    audio = audio[:, mel_start * self.hop_size : (mel_start + frames_per_seg) * self.hop_size]
+                else:
+                    mel = torch.nn.functional.pad(mel, (0, frames_per_seg - mel.size(2)), value=LOG_SILENCE)
+                    audio = torch.nn.functional.pad(audio, (0, self.segment_size - audio.size(1)), "constant")
+
+        mel_loss = self._mel(audio, self.fmax_loss)
+        return mel.squeeze(), audio.squeeze(0), filename, mel_loss.squeeze()
+
+    def __len__(self) -> int:
+        return len(self.audio_files)
