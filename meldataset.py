@@ -51,8 +51,7 @@ def load_wav(full_path: str) -> tuple[np.ndarray, int]:
         data, sampling_rate = sf.read(full_path, dtype="float32", always_2d=False)
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
         raise AudioError(
-            f"{full_path}: not readable as audio ({str(e).splitlines()[0]}); re-export it as a "
-            "16-bit PCM wav"
+            f"{full_path}: not readable as audio ({str(e).splitlines()[0]}); re-export it as a 16-bit PCM wav"
         ) from None
     return data, sampling_rate
 
@@ -180,9 +179,7 @@ def load_mel(path: str, num_mels: int) -> torch.Tensor:
     if mel.ndim == 2:
         mel = mel[None]
     if mel.ndim != 3 or mel.shape[0] != 1 or mel.shape[1] != num_mels:
-        raise MelError(
-            f"{path}: mel shape {tuple(mel.shape)}; expected ({num_mels}, T) or (1, {num_mels}, T)"
-        )
+        raise MelError(f"{path}: mel shape {tuple(mel.shape)}; expected ({num_mels}, T) or (1, {num_mels}, T)")
     if not np.isfinite(mel).all():
         raise MelError(f"{path}: mel holds NaN or inf values; regenerate it")
     return torch.from_numpy(np.ascontiguousarray(mel, dtype=np.float32))
@@ -318,3 +315,48 @@ class MelDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.audio_files)
+
+
+# ---------------------------------------------------------------------------------------------
+# Built-in demo data
+# ---------------------------------------------------------------------------------------------
+
+
+def synth_speechlike(seconds: float, sampling_rate: int, rng: np.random.Generator) -> np.ndarray:
+    """A speech-like test signal: voiced harmonics with a pitch contour, shaped by three moving
+    formants, with unvoiced noise bursts and pauses; peak about 0.6. (T,) float32."""
+    n = int(seconds * sampling_rate)
+    t = np.arange(n) / sampling_rate
+    f0 = rng.uniform(90, 220) * (1 + 0.15 * np.sin(2 * np.pi * rng.uniform(0.5, 2.5) * t + rng.uniform(0, 6)))
+    phase = 2 * np.pi * np.cumsum(f0) / sampling_rate
+    formants = [rng.uniform(lo, hi) for lo, hi in ((300, 900), (900, 2300), (2300, 3500))]
+    drift = 1 + 0.2 * np.sin(2 * np.pi * rng.uniform(0.3, 1.5) * t)[None]
+    harmonics = np.arange(1, 40)  # up to ~4-9 kHz, where the formants are
+    freqs = harmonics[:, None] * f0[None]  # (H, T)
+    gain = sum(np.exp(-(((freqs - f * drift) / (80 + 0.1 * f)) ** 2)) for f in formants)
+    gain = gain * (freqs < sampling_rate / 2)
+    voiced = (np.sin(harmonics[:, None] * phase[None]) * gain).sum(0)
+    # syllable envelope: voiced stretches separated by short noise bursts and pauses
+    syll = np.clip(np.sin(2 * np.pi * rng.uniform(2, 5) * t + rng.uniform(0, 6)), 0, None) ** 0.5
+    noise = rng.standard_normal(n) * (syll < 0.05) * 0.15
+    y = voiced / (np.abs(voiced).max() + 1e-9) * syll + noise + 0.003 * rng.standard_normal(n)
+    return (0.6 * y / np.abs(y).max()).astype(np.float32)
+
+
+def make_demo_dataset(folder: str, sampling_rate: int = 22050, n_train: int = 24, n_val: int = 4, seed: int = 1234):
+    """Write `n_train + n_val` synthetic 16-bit wavs (2-4 s) and LJSpeech-style filelists into
+    `folder` (`wavs/`, `training.txt`, `validation.txt`); existing files are reused."""
+    wavs = os.path.join(folder, "wavs")
+    os.makedirs(wavs, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    ids = [f"demo_{i:04d}" for i in range(n_train + n_val)]
+    for i in ids:
+        seconds = rng.uniform(2.0, 4.0)
+        path = os.path.join(wavs, i + ".wav")
+        audio = synth_speechlike(seconds, sampling_rate, rng)
+        if not os.path.isfile(path):
+            sf.write(path, audio, sampling_rate, subtype="PCM_16")
+    for name, part in (("training.txt", ids[:n_train]), ("validation.txt", ids[n_train:])):
+        with open(os.path.join(folder, name), "w", encoding="utf-8") as f:
+            f.write("".join(f"{i}|synthetic speech-like signal {i}\n" for i in part))
+    return wavs, os.path.join(folder, "training.txt"), os.path.join(folder, "validation.txt")

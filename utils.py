@@ -219,7 +219,7 @@ def load_checkpoint(filepath: str, device: torch.device | str = "cpu") -> dict:
 def list_checkpoints(cp_dir: str, prefix: str) -> list[str]:
     """`<cp_dir>/<prefix>XXXXXXXX` files (exactly 8 digits), oldest to newest."""
     pattern = os.path.join(glob.escape(cp_dir), prefix + "?" * CHECKPOINT_DIGITS)
-    digits = re.compile(r"\d{%d}$" % CHECKPOINT_DIGITS)
+    digits = re.compile(rf"\d{{{CHECKPOINT_DIGITS}}}$")
     return sorted(p for p in glob.glob(pattern) if digits.search(p))
 
 
