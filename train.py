@@ -325,6 +325,8 @@ def train(local_rank: int, a, h, world_size: int, rank_offset: int = 0) -> None:
     if state_do is not None:
         optim_g.load_state_dict(state_do["optim_g"])
         optim_d.load_state_dict(state_do["optim_d"])
+        for group in optim_g.param_groups + optim_d.param_groups:  # saved before any scheduler existed
+            group.setdefault("initial_lr", h.learning_rate)
     scheduler_g = torch.optim.lr_scheduler.ExponentialLR(optim_g, gamma=h.lr_decay, last_epoch=last_epoch)
     scheduler_d = torch.optim.lr_scheduler.ExponentialLR(optim_d, gamma=h.lr_decay, last_epoch=last_epoch)
     params_g, params_d = list(generator.parameters()), list(msd.parameters()) + list(mpd.parameters())
@@ -351,8 +353,7 @@ def train(local_rank: int, a, h, world_size: int, rank_offset: int = 0) -> None:
     nan_steps = {int(s) for s in os.environ.get(HOOK_NAN_STEPS, "").split(",") if s.strip()}
 
     stop = StopRequest()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, stop)
+    previous_handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     nonfinite_run, nonfinite_total = 0, 0
     generator.train()
@@ -489,6 +490,8 @@ def train(local_rank: int, a, h, world_size: int, rank_offset: int = 0) -> None:
         if is_master:
             print(f"Time taken for epoch {epoch + 1} is {int(time.time() - start)} sec\n")
 
+    for sig, handler in previous_handlers.items():
+        signal.signal(sig, handler)
     if is_master:
         if stop.signum is not None:
             print(f"Stopped by signal {signal.Signals(stop.signum).name} at step {steps - 1}; checkpoint written.")

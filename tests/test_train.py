@@ -1,0 +1,193 @@
+"""train.py end to end on CPU with tiny configs built from the real JSON files."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import FIXTURES, REPO, harmonic, needs_fixtures, tiny_config, write_wav
+
+import train
+from meldataset import mel_spectrogram
+from models import MultiPeriodDiscriminator, MultiScaleDiscriminator
+from utils import load_checkpoint
+
+ORIGINAL_TAGS = ("training/gen_loss_total", "training/mel_spec_error", "validation/mel_spec_error")
+
+
+def make_data(folder, n=3, seconds=0.6):
+    wavs = folder / "wavs"
+    wavs.mkdir(parents=True, exist_ok=True)
+    ids = [f"clip{i}" for i in range(n)]
+    for i, name in enumerate(ids):
+        write_wav(wavs / f"{name}.wav", harmonic(seconds, f0=110 + 30 * i, seed=i))
+    (folder / "train.txt").write_text("".join(f"{i}|text\n" for i in ids))
+    (folder / "val.txt").write_text(f"{ids[0]}|text\n")
+    return str(wavs), str(folder / "train.txt"), str(folder / "val.txt")
+
+
+def write_tiny_config(folder, version="v1", **overrides):
+    h = tiny_config(version, segment_size=2048, **overrides)
+    path = folder / f"tiny_{version}.json"
+    path.write_text(json.dumps(dict(h)))
+    return str(path)
+
+
+def run_train(tmp_path, *extra, config=None, steps=2, data=None):
+    wavs, tr, va = data or make_data(tmp_path / "data")
+    argv = [
+        "--config", config or write_tiny_config(tmp_path),
+        "--input_wavs_dir", wavs, "--input_training_file", tr, "--input_validation_file", va,
+        "--checkpoint_path", str(tmp_path / "cp"), "--training_steps", str(steps),
+        "--stdout_interval", "1", "--summary_interval", "1", "--validation_interval", "1000",
+        "--checkpoint_interval", "1000", "--device", "cpu",
+    ]  # fmt: skip
+    train.main(argv + list(extra))
+    return tmp_path / "cp"
+
+
+def scalar_tags(logdir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0, "images": 0, "audio": 0})
+    acc.Reload()
+    return acc
+
+
+def test_fine_tuning_flag_parsing():
+    assert train.parse_args([]).fine_tuning is False
+    assert train.parse_args(["--fine_tuning"]).fine_tuning is True
+    assert train.parse_args(["--fine_tuning", "True"]).fine_tuning is True
+    assert train.parse_args(["--fine_tuning", "False"]).fine_tuning is False  # the original made this True
+    assert train.parse_args([]).checkpoint_path == "cp_hifigan" and train.parse_args([]).training_epochs == 3100
+
+
+def test_few_steps_checkpoints_and_tensorboard(tmp_path, capsys):
+    cp = run_train(tmp_path, "--validation_interval", "2", steps=3)
+    out = capsys.readouterr().out
+    assert "Steps : 0, Gen Loss Total : " in out and "Mel-Spec. Error : " in out and "s/b : " in out
+    assert sorted(os.listdir(cp)) == ["config.json", "do_00000002", "g_00000002", "logs"]
+    g = load_checkpoint(str(cp / "g_00000002"))  # weights_only=True
+    do = load_checkpoint(str(cp / "do_00000002"))
+    assert set(g) == {"generator"} and set(do) == {"mpd", "msd", "optim_g", "optim_d", "steps", "epoch"}
+    assert do["steps"] == 2 and do["epoch"] == 2  # 3 clips, batch 2: one step per epoch
+    assert "conv_pre.weight_g" in g["generator"] and "discriminators.0.convs.0.weight_orig" in do["msd"]
+    acc = scalar_tags(cp / "logs")
+    tags = acc.Tags()
+    for tag in ORIGINAL_TAGS + ("training/disc_loss_total", "training/mel_loss", "training/learning_rate"):
+        assert tag in tags["scalars"], tag
+    assert all(np.isfinite(e.value) for t in tags["scalars"] for e in acc.Scalars(t))
+    assert {"gt/y_0", "generated/y_hat_0"} <= set(tags["audio"])
+    assert {"gt/y_spec_0", "generated/y_hat_spec_0"} <= set(tags["images"])
+
+
+def test_resume_continues_with_optimizer_state(tmp_path, capsys):
+    data = make_data(tmp_path / "data", n=4)  # two steps per epoch
+    config = write_tiny_config(tmp_path)
+    cp = run_train(tmp_path, config=config, data=data, steps=2)
+    first = load_checkpoint(str(cp / "do_00000001"))
+    assert first["optim_g"]["state"][0]["step"] == 2
+    capsys.readouterr()
+    run_train(tmp_path, config=config, data=data, steps=4)
+    out = capsys.readouterr().out
+    assert "Resuming from" in out and "(step 1, epoch 0)" in out
+    assert "Steps : 2," in out and "Steps : 0," not in out
+    second = load_checkpoint(str(cp / "do_00000003"))
+    assert second["steps"] == 3 and second["optim_g"]["state"][0]["step"] == 4
+    assert second["optim_d"]["state"][0]["step"] == 4
+
+
+@needs_fixtures
+def test_resume_from_original_format_pair(tmp_path, capsys):
+    """A g_ written by the authors' code plus a do_ with the original keys resumes here."""
+    h = tiny_config("v2", upsample_initial_channel=128, resblock_kernel_sizes=[3, 7, 11],
+                    resblock_dilation_sizes=[[1, 3, 5]] * 3, segment_size=2048)  # fmt: skip
+    config = tmp_path / "v2.json"
+    config.write_text(json.dumps(dict(h)))
+    cp = tmp_path / "cp"
+    cp.mkdir()
+    shutil.copy(os.path.join(FIXTURES, "g_v2_original_format.pt"), cp / "g_00000100")
+    g_state = load_checkpoint(str(cp / "g_00000100"))["generator"]
+    mpd, msd = MultiPeriodDiscriminator(), MultiScaleDiscriminator()
+    gen_params = [torch.nn.Parameter(v.clone()) for v in g_state.values()]
+    optim_g = torch.optim.AdamW(gen_params, 2e-4, betas=[0.8, 0.99])
+    optim_d = torch.optim.AdamW(list(msd.parameters()) + list(mpd.parameters()), 2e-4, betas=[0.8, 0.99])
+    for opt in (optim_g, optim_d):  # the original creates its schedulers right after its optimizers
+        torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.999)
+    torch.save({"mpd": mpd.state_dict(), "msd": msd.state_dict(), "optim_g": optim_g.state_dict(),
+                "optim_d": optim_d.state_dict(), "steps": 100, "epoch": 7}, cp / "do_00000100")  # fmt: skip
+    run_train(tmp_path, config=str(config), steps=102)
+    out = capsys.readouterr().out
+    assert "(step 100, epoch 7)" in out and "Steps : 101," in out and "Epoch: 8" in out
+    assert load_checkpoint(str(cp / "do_00000101"))["steps"] == 101
+
+
+def test_learning_mel_error_falls(tmp_path):
+    """On one short clip the validation mel error falls clearly within a bounded number of steps."""
+    data = make_data(tmp_path / "data", n=1, seconds=0.5)
+    config = write_tiny_config(tmp_path, batch_size=1)
+    cp = run_train(tmp_path, "--validation_interval", "30", config=config, data=data, steps=31)
+    values = [e.value for e in scalar_tags(cp / "logs").Scalars("validation/mel_spec_error")]
+    assert len(values) == 2
+    assert values[1] < 0.6 * values[0], values
+
+
+def test_bf16_autocast_step_on_cpu(tmp_path):
+    cp = run_train(tmp_path, "--amp", "bf16", steps=1)
+    acc = scalar_tags(cp / "logs")
+    assert np.isfinite(acc.Scalars("training/gen_loss_total")[0].value)
+    assert load_checkpoint(str(cp / "g_00000000"))["generator"]["conv_pre.weight_v"].dtype == torch.float32
+
+
+def test_fp16_on_cpu_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        run_train(tmp_path, "--amp", "fp16", steps=1)
+    assert e.value.code == 2
+    assert "--amp fp16 needs CUDA" in capsys.readouterr().err
+
+
+def test_too_few_files_for_batch_is_a_clear_error(tmp_path, capsys):
+    data = make_data(tmp_path / "data", n=1)
+    with pytest.raises(SystemExit):
+        run_train(tmp_path, data=data, steps=1)
+    assert "1 training files but a batch of 2" in capsys.readouterr().err
+
+
+def test_fine_tuning_with_teacher_forced_mels(tmp_path, capsys):
+    wavs, tr, va = make_data(tmp_path / "data", n=2, seconds=0.6)
+    mels = tmp_path / "mels"
+    mels.mkdir()
+    for i, delta in enumerate((1, -2)):  # off by one (longer) and by two (shorter)
+        audio = torch.from_numpy(harmonic(0.6, f0=110 + 30 * i, seed=i))
+        mel = mel_spectrogram(audio[None], 1024, 80, 22050, 256, 1024, 0, 8000)[0].numpy()
+        mel = np.concatenate([mel, mel[:, -1:]], 1) if delta > 0 else mel[:, :delta]
+        np.save(mels / f"clip{i}.npy", mel)
+    run_train(tmp_path, "--fine_tuning", "True", "--input_mels_dir", str(mels), steps=1, data=(wavs, tr, va))
+    assert os.path.isfile(tmp_path / "cp" / "g_00000000")
+    np.save(mels / "clip1.npy", np.zeros((80, 5), np.float32))  # far too short: a clear error
+    with pytest.raises(SystemExit):
+        run_train(tmp_path, "--fine_tuning", "--input_mels_dir", str(mels), steps=3, data=(wavs, tr, va))
+    assert "clip1.npy: mel has 5 frames but the audio gives" in capsys.readouterr().err
+
+
+def test_ddp_torchrun_two_processes_gloo(tmp_path):
+    wavs, tr, va = make_data(tmp_path / "data", n=4)
+    config = write_tiny_config(tmp_path, batch_size=4)
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        os.path.join(REPO, "train.py"), "--config", config, "--input_wavs_dir", wavs,
+        "--input_training_file", tr, "--input_validation_file", va, "--checkpoint_path", str(tmp_path / "cp"),
+        "--training_steps", "2", "--stdout_interval", "1", "--validation_interval", "1",
+    ]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("Steps : 1,") == 1  # printed by rank 0 only
+    assert sorted(os.listdir(tmp_path / "cp")) == ["config.json", "do_00000001", "g_00000001", "logs"]
+    assert len(os.listdir(tmp_path / "cp" / "logs")) == 1  # one event file: rank 0's
+    do = load_checkpoint(str(tmp_path / "cp" / "do_00000001"))
+    assert not any(k.startswith("module.") for k in do["mpd"])  # DDP unwrapped before saving
