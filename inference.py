@@ -423,6 +423,79 @@ def output_path(path: str, output_dir: str, suffix: str) -> str:
     return os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0] + suffix + ".wav")
 
 
+def _error_message(path: str, e: Exception) -> str:
+    if isinstance(e, UserError):
+        return str(e)
+    return f"{path}: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+
+
+def vocode_group(
+    generator: torch.nn.Module,
+    h,
+    group: list[str],
+    output_dir: str,
+    kind: str = "wav",
+    suffix: str = "_generated",
+    chunk_frames: int | None = DEFAULT_CHUNK_FRAMES,
+    debug: bool = False,
+    on_notice: Callable[[str], None] = notice,
+) -> tuple[int, int, list[tuple[str, str]]]:
+    """Vocode the files of `group` in one batch (inputs longer than `chunk_frames` alone, in
+    chunks) -> (files written, samples written, [(path, one-line error)] of the failed ones)."""
+    done, samples, errors, batch = 0, 0, [], []
+
+    def fail(path: str, e: Exception) -> None:
+        if debug:
+            raise e
+        errors.append((path, _error_message(path, e)))
+
+    def write(path: str, audio: np.ndarray) -> None:
+        nonlocal done, samples
+        write_pcm16(output_path(path, output_dir, suffix), audio, h.sampling_rate)
+        done += 1
+        samples += audio.size
+
+    with torch.inference_mode():
+        for path in group:
+            try:
+                mel = load_input(path, kind, h, on_notice)
+                if chunk_frames and mel.shape[-1] > chunk_frames:
+                    write(path, vocode(generator, h, mel, chunk_frames))
+                else:
+                    batch.append((path, mel))
+            except Exception as e:  # one bad file must not stop the others
+                fail(path, e)
+        if batch:
+            try:
+                outs = vocode_batch(generator, h, [m for _, m in batch])
+                for (path, _), audio in zip(batch, outs):
+                    write(path, audio)
+            except Exception as e:
+                for path, _ in batch:
+                    fail(path, e)
+    return done, samples, errors
+
+
+# NOTE: per-process state of a `--workers` pool process, set once by its initializer (the
+# generator is too large to send with every task).
+_WORKER_STATE: dict = {}
+
+
+def _worker_init(state_dict: dict, h, threads: int) -> None:
+    torch.set_num_threads(threads)
+    generator = Generator(h)
+    generator.remove_weight_norm()
+    generator.load_state_dict(state_dict)
+    _WORKER_STATE.update(generator=generator.eval(), h=h)
+
+
+def _worker_task(args: tuple):
+    """Runs `vocode_group` in a pool process; notices come back as a list."""
+    notices = []
+    out = vocode_group(_WORKER_STATE["generator"], _WORKER_STATE["h"], *args, on_notice=notices.append)
+    return (*out, notices)
+
+
 def vocode_files(
     generator: torch.nn.Module,
     h,
@@ -432,6 +505,7 @@ def vocode_files(
     suffix: str = "_generated",
     batch_size: int = 1,
     chunk_frames: int | None = DEFAULT_CHUNK_FRAMES,
+    workers: int = 1,
     progress: bool = False,
     debug: bool = False,
     on_notice: Callable[[str], None] = notice,
@@ -439,10 +513,12 @@ def vocode_files(
 ) -> dict:
     """Vocode `paths` (audio files or `.npy` mels) into `<output_dir>/<name><suffix>.wav`.
 
-    Files are sorted by length and vocoded `batch_size` at a time (padding masked in the
-    generator); inputs longer than `chunk_frames` are vocoded alone in chunks. A file that fails
-    is reported through `on_error` in one line and the others are still written (with `debug`,
-    the exception propagates). Returns {"files", "failed", "seconds", "wall"}.
+    Files are sorted by length (longest first) and vocoded `batch_size` at a time (padding
+    masked in the generator); inputs longer than `chunk_frames` are vocoded alone in chunks.
+    `workers` > 1 (CPU only; ignored on other devices and with `debug`) spreads the batches over that many processes, each with
+    `torch.get_num_threads() // workers` threads. A file that fails is reported through
+    `on_error` in one line and the others are still written (with `debug`, the exception
+    propagates). Returns {"files", "failed", "seconds", "wall"}.
     """
     if on_error is None:
 
@@ -451,52 +527,41 @@ def vocode_files(
 
     os.makedirs(output_dir, exist_ok=True)
     start = time.perf_counter()
-    order = sorted(paths, key=lambda p: estimate_frames(p, kind, h))
+    order = sorted(paths, key=lambda p: -estimate_frames(p, kind, h))
+    groups = [order[i : i + max(1, batch_size)] for i in range(0, len(order), max(1, batch_size))]
+    task_args = [(g, output_dir, kind, suffix, chunk_frames) for g in groups]
     done, failed, samples = 0, [], 0
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=len(order), unit="file")
+    pool = None
+    if workers > 1 and not debug and len(groups) > 1 and _device_of(generator).type == "cpu":
+        import multiprocessing
 
-    def fail(path: str, e: Exception) -> None:
-        if debug:
-            raise e
-        msg = str(e) if isinstance(e, UserError) else f"{path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
-        failed.append(path)
-        on_error(msg)
-
-    def write(path: str, audio: np.ndarray) -> None:
-        nonlocal done, samples
-        write_pcm16(output_path(path, output_dir, suffix), audio, h.sampling_rate)
-        done += 1
-        samples += audio.size
-
-    with torch.inference_mode():
-        for b in range(0, len(order), max(1, batch_size)):
-            group = order[b : b + max(1, batch_size)]
-            batch = []
-            for path in group:
-                try:
-                    mel = load_input(path, kind, h, on_notice)
-                    if chunk_frames and mel.shape[-1] > chunk_frames:
-                        write(path, vocode(generator, h, mel, chunk_frames))
-                    else:
-                        batch.append((path, mel))
-                except Exception as e:  # one bad file must not stop the others
-                    fail(path, e)
-            if batch:
-                try:
-                    outs = vocode_batch(generator, h, [m for _, m in batch])
-                    for (path, _), audio in zip(batch, outs):
-                        write(path, audio)
-                except Exception as e:
-                    for path, _ in batch:
-                        fail(path, e)
+        threads = max(1, torch.get_num_threads() // workers)
+        state = {k: v.detach().cpu() for k, v in generator.state_dict().items()}
+        pool = multiprocessing.get_context("spawn").Pool(workers, _worker_init, (state, h, threads))
+        results = pool.imap(_worker_task, task_args)
+    else:
+        results = ((*vocode_group(generator, h, *args, debug=debug, on_notice=on_notice), []) for args in task_args)
+    try:
+        for group, (n, s, errors, notices) in zip(groups, results):
+            for msg in notices:
+                on_notice(msg)
+            for path, msg in errors:
+                failed.append(path)
+                on_error(msg)
+            done, samples = done + n, samples + s
             if bar is not None:
                 bar.update(len(group))
-    if bar is not None:
-        bar.close()
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+        if bar is not None:
+            bar.close()
     return {"files": done, "failed": failed, "seconds": samples / h.sampling_rate, "wall": time.perf_counter() - start}
 
 
@@ -542,6 +607,12 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
         help="mel frames per generator call for long inputs (bounded memory, same output); 0 = never chunk",
     )
     p.add_argument("--num_threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="CPU only: vocode batches in this many processes, each with num_threads / workers threads",
+    )
     p.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
     return p
 
@@ -555,10 +626,15 @@ def run(argv: list[str] | None, kind: str) -> int:
             raise UserError(f"--batch_size {a.batch_size}; use 1 or more")
         if a.chunk_frames < 0:
             raise UserError(f"--chunk_frames {a.chunk_frames}; use 0 (no chunking) or a positive number")
+        if a.workers < 1:
+            raise UserError(f"--workers {a.workers}; use 1 or more")
         if a.num_threads:
             torch.set_num_threads(a.num_threads)
         paths = list_inputs(a.input_wavs_dir if kind == "wav" else a.input_mels_dir, kind)
-        generator, h = load_generator(a.checkpoint_file, a.config, a.device or default_device())
+        device = a.device or default_device()
+        if a.workers > 1 and not device.startswith("cpu"):
+            raise UserError(f"--workers is for CPU inference, the device is {device}; raise --batch_size instead")
+        generator, h = load_generator(a.checkpoint_file, a.config, device)
     except UserError as e:
         if a.debug:
             raise
@@ -573,6 +649,7 @@ def run(argv: list[str] | None, kind: str) -> int:
         suffix="_generated" if kind == "wav" else "_generated_e2e",
         batch_size=a.batch_size,
         chunk_frames=a.chunk_frames or None,
+        workers=a.workers,
         progress=sys.stdout.isatty(),
         debug=a.debug,
     )

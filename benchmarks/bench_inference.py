@@ -10,7 +10,7 @@ then the median of `--runs`; the spread (min to max) is printed as the noise. CP
 number of threads, and CUDA when available.
 
 Folder mode: writes `--folder` synthetic speech-like wavs of 2 to 10 s (V2 by default) and times
-`inference.vocode_files` on them for each `--batch_sizes` (wav reading, mel frontend, generator,
+`inference.vocode_files` on them for each `--batch_sizes` and `--workers` (wav reading, mel frontend, generator,
 16-bit wav writing): kHz of audio produced per second of wall time, and how many cores were busy
 (process CPU time / wall time).
 """
@@ -118,19 +118,30 @@ def folder(a) -> None:
             f"\n{a.folder} clips of 2-10 s ({total:.0f} s of audio), {a.folder_version.upper()} random weights, "
             f"CPU, {torch.get_num_threads()} threads, {os.cpu_count()} cores visible; wav -> mel -> generator -> wav\n"
         )
-        print("| batch size | wall (s) | kHz | x real time | cores busy |")
-        print("| --- | --- | --- | --- | --- |")
+        print("| batch size | workers x threads | wall (s) | kHz | x real time | cores busy |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        threads = torch.get_num_threads()
         for b in a.batch_sizes:
-            cpu0 = time.process_time()
-            result = vocode_files(generator, h, paths, os.path.join(tmp, f"out{b}"), batch_size=b)
-            cpu = time.process_time() - cpu0
-            if result["failed"]:
-                raise RuntimeError(f"{len(result['failed'])} files failed")
-            khz = result["seconds"] * h.sampling_rate / result["wall"] / 1000
-            print(
-                f"| {b} | {result['wall']:.1f} | {khz:.0f} | {result['seconds'] / result['wall']:.1f}x | "
-                f"{cpu / result['wall']:.2f} |"
-            )
+            for w in a.workers:
+                cpu0 = _cpu_seconds()
+                out = os.path.join(tmp, f"out{b}_{w}")
+                result = vocode_files(generator, h, paths, out, batch_size=b, workers=w)
+                cpu = _cpu_seconds() - cpu0
+                if result["failed"]:
+                    raise RuntimeError(f"{len(result['failed'])} files failed")
+                khz = result["seconds"] * h.sampling_rate / result["wall"] / 1000
+                print(
+                    f"| {b} | {w} x {max(1, threads // w)} | {result['wall']:.1f} | {khz:.0f} | "
+                    f"{result['seconds'] / result['wall']:.1f}x | {cpu / result['wall']:.2f} |"
+                )
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the --workers processes)."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -146,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--folder", type=int, default=0, help="folder mode: vocode this many synthetic clips of 2-10 s")
     p.add_argument("--folder_version", default="v2", choices=("v1", "v2", "v3"), help="generator of folder mode")
     p.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 8], help="batch sizes of folder mode")
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker processes of folder mode")
     a = p.parse_args(argv)
     if a.folder:
         if a.threads:

@@ -408,3 +408,23 @@ def test_missing_input_folder(tiny, tmp_path, capsys):
 def test_mel_error_is_one_line_class():
     with pytest.raises(MelError):
         mel_layout(np.zeros((3, 3, 3)), 80, "x")
+
+
+def test_workers_write_the_same_files(tiny, tmp_path, capsys):
+    """--workers 2: batches run in two processes; same outputs, errors still reported."""
+    path, _, _ = tiny
+    mels = tmp_path / "mels"
+    mels.mkdir()
+    for i, frames in enumerate((9, 25, 17, 40)):
+        np.save(mels / f"m{i}.npy", _mel(frames, i).numpy())
+    np.save(mels / "bad.npy", np.zeros((80, 3, 2), np.float32))
+    outs = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        argv = ["--checkpoint_file", path, "--input_mels_dir", str(mels), "--output_dir", str(out)]
+        code, err = _run_e2e([*argv, "--batch_size", "2", "--workers", str(workers)], capsys)
+        assert code == 1 and len(_error_lines(err)) == 1 and "bad.npy: mel of shape (80, 3, 2)" in err
+        outs[workers] = {n: sf.read(out / n, dtype="int16")[0] for n in sorted(os.listdir(out))}
+    assert list(outs[2]) == [f"m{i}_generated_e2e.wav" for i in range(4)]
+    for n in outs[1]:
+        np.testing.assert_array_equal(outs[1][n], outs[2][n])
