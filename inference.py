@@ -297,6 +297,11 @@ def generate_stream(
     once `context` later frames have arrived (all of it when the input ends). `chunk_frames`
     caps the frames per generator call (bounded memory for long chunks).
     """
+    return _overlap_save(generator, h, ((c, False) for c in mel_chunks), chunk_frames, context)
+
+
+def _overlap_save(generator, h, items: Iterable, chunk_frames: int | None, context: int | None) -> Iterator[np.ndarray]:
+    """`generate_stream` on (chunk, is_last) items: knowing the last chunk saves a final call."""
     ctx = receptive_field_frames(h) if context is None else context
     hop = h.hop_size
     device = _device_of(generator)
@@ -316,21 +321,19 @@ def generate_stream(
             start = max(0, left + n - ctx)
             buf, left = buf[..., start:], left + n - start
 
-    for chunk in mel_chunks:
+    for chunk, last in items:
         c = _as_batch(chunk, h.num_mels, device)
         buf = c if buf is None else torch.cat([buf, c], dim=-1)
-        yield from emit(final=False)
+        yield from emit(final=last)
     yield from emit(final=True)
 
 
 def generate_chunked(
     generator: torch.nn.Module, h, mel: torch.Tensor, chunk_frames: int = DEFAULT_CHUNK_FRAMES
 ) -> np.ndarray:
-    """A long (num_mels, T) / (1, num_mels, T) mel -> float32 audio in pieces of `chunk_frames`
-    frames (plus context), equal to one-shot inference; memory does not grow with T."""
-    mel = _as_batch(mel, h.num_mels, torch.device("cpu") if not isinstance(mel, torch.Tensor) else mel.device)
-    pieces = (mel[..., i : i + chunk_frames] for i in range(0, mel.shape[-1], chunk_frames))
-    return np.concatenate(list(generate_stream(generator, h, pieces, chunk_frames)))
+    """A long (num_mels, T) / (1, num_mels, T) mel -> float32 audio, vocoded `chunk_frames`
+    frames (plus context on both sides) per generator call, equal to one-shot inference."""
+    return np.concatenate(list(_overlap_save(generator, h, [(mel, True)], chunk_frames, None)))
 
 
 def vocode(generator: torch.nn.Module, h, mel, chunk_frames: int | None = DEFAULT_CHUNK_FRAMES) -> np.ndarray:

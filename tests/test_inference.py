@@ -428,3 +428,27 @@ def test_workers_write_the_same_files(tiny, tmp_path, capsys):
     assert list(outs[2]) == [f"m{i}_generated_e2e.wav" for i in range(4)]
     for n in outs[1]:
         np.testing.assert_array_equal(outs[1][n], outs[2][n])
+
+
+class _RecordingGenerator(torch.nn.Module):
+    """Stands in for a generator: records the frames of every call, returns hop_size zeros each."""
+
+    def __init__(self, hop: int):
+        super().__init__()
+        self.hop, self.calls = hop, []
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x, lengths=None):
+        self.calls.append(x.shape[-1])
+        return torch.zeros(x.shape[0], 1, x.shape[-1] * self.hop)
+
+
+def test_ten_minute_mel_runs_in_bounded_pieces():
+    """A 10-minute mel: no generator call sees more than chunk_frames + 2 x receptive field."""
+    h = tiny_config("v1")
+    frames = 10 * 60 * 22050 // HOP
+    stub = _RecordingGenerator(HOP)
+    out = vocode(stub, h, torch.zeros(80, frames), chunk_frames=1024)
+    rf = receptive_field_frames(h)
+    assert out.shape == (frames * HOP,)
+    assert max(stub.calls) <= 1024 + 2 * rf and len(stub.calls) == -(-frames // 1024)
