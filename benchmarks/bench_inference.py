@@ -80,7 +80,11 @@ def table(a) -> None:
             med = statistics.median(times)
             khz = samples / med / 1000
             spread = f"{samples / max(times) / 1000:.0f}-{samples / min(times) / 1000:.0f}"
-            where = f"CPU, {torch.get_num_threads()} threads" if device == "cpu" else torch.cuda.get_device_name()
+            where = (
+                f"CPU, {torch.get_num_threads()} thread{'s' if torch.get_num_threads() > 1 else ''}"
+                if device == "cpu"
+                else torch.cuda.get_device_name()
+            )
             paper = PAPER[version][1 if device.startswith("cuda") else 2]
             rows.append(
                 f"| {version.upper()} | {params / 1e6:.2f} M | {where} | {khz:.1f} ({spread}) | "
