@@ -184,8 +184,9 @@ def wav_to_mel(path: str, h, on_notice: Callable[[str], None] = notice) -> torch
     """Audio file -> (num_mels, T) log-mel with the training frontend (fmax from the config, no
     normalization, as the original's inference), T = samples // hop_size."""
     audio = load_audio(path, h.sampling_rate, on_notice)
-    if audio.size < h.hop_size:
-        raise AudioError(f"{path}: {audio.size} samples is shorter than one hop ({h.hop_size}); use a longer clip")
+    shortest = max(h.hop_size, (h.n_fft - h.hop_size) // 2 + 1)  # one frame; the reflect padding
+    if audio.size < shortest:
+        raise AudioError(f"{path}: {audio.size} samples, too short for one mel frame; use at least {shortest}")
     return mel_from_config(torch.from_numpy(audio).unsqueeze(0), h)[0]
 
 
@@ -211,11 +212,9 @@ def mel_layout(mel, num_mels: int, name: str, on_notice: Callable[[str], None] =
             )
     if mel.shape[1] == 0:
         raise MelError(f"{name}: mel has 0 frames; regenerate it")
-    if not mel.is_floating_point():
-        mel = mel.float()
+    mel = mel.float()
     if not torch.isfinite(mel).all():
         raise MelError(f"{name}: mel holds NaN or inf values; regenerate it")
-    mel = mel.float()
     lo, hi = mel.min().item(), mel.max().item()
     if lo < LOG_SILENCE - MEL_RANGE_SLACK or hi > MEL_MAX_PLAUSIBLE:
         on_notice(

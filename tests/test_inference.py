@@ -174,9 +174,15 @@ def test_wav_44k_stereo_through_inference_main(tiny, tmp_path, capsys):
     write_wav(wavs / "st.wav", np.stack([left, right], axis=1), 44100)
     write_wav(wavs / "mono.flac", harmonic(0.5, 22050), 22050)
     (wavs / "notes.txt").write_text("not audio, ignored")
+    write_wav(wavs / "tiny.wav", harmonic(0.01, 22050), 22050)  # 220 samples: no mel frame
     out = tmp_path / "gen"
-    inference.main(["--checkpoint_file", path, "--input_wavs_dir", str(wavs), "--output_dir", str(out)])
+    with pytest.raises(SystemExit) as e:
+        inference.main(["--checkpoint_file", path, "--input_wavs_dir", str(wavs), "--output_dir", str(out)])
     cap = capsys.readouterr()
+    assert e.value.code == 1
+    assert _error_lines(cap.err) == [
+        f"error: {wavs / 'tiny.wav'}: 220 samples, too short for one mel frame; use at least 385"
+    ]
     assert "st.wav: 2 channels mixed down to mono" in cap.err
     assert "st.wav: 44100 Hz resampled to 22050 Hz" in cap.err
     assert sorted(os.listdir(out)) == ["mono_generated.wav", "st_generated.wav"]
@@ -190,6 +196,7 @@ def test_wav_44k_stereo_through_inference_main(tiny, tmp_path, capsys):
     ref = mel_from_config(torch.from_numpy(mono)[None], h)[0]
     torch.testing.assert_close(wav_to_mel(str(wavs / "mono.flac"), h), ref)
     assert cap.out.strip().splitlines()[-1].startswith("2 files, 1.3 s of audio in")
+    assert cap.out.strip().endswith("1 failed (see the error lines above)")
 
 
 def test_batched_cli_equals_unbatched(tiny, tmp_path, capsys):
