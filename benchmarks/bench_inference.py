@@ -112,14 +112,14 @@ def folder(a) -> None:
         os.makedirs(wavs)
         paths, total = [], 0.0
         for i in range(a.folder):
-            seconds = rng.uniform(2.0, 10.0)
+            seconds = rng.uniform(*a.clip_seconds)
             path = os.path.join(wavs, f"clip_{i:04d}.wav")
             sf.write(path, synth_speechlike(seconds, h.sampling_rate, rng), h.sampling_rate, subtype="PCM_16")
             paths.append(path)
             total += seconds
         vocode_files(generator, h, paths[:4], os.path.join(tmp, "warm"), batch_size=2)  # warm-up
         print(
-            f"\n{a.folder} clips of 2-10 s ({total:.0f} s of audio), {a.folder_version.upper()} random weights, "
+            f"\n{a.folder} clips of {a.clip_seconds[0]:g}-{a.clip_seconds[1]:g} s ({total:.0f} s of audio), {a.folder_version.upper()} random weights, "
             f"CPU, {torch.get_num_threads()} threads, {os.cpu_count()} cores visible; wav -> mel -> generator -> wav\n"
         )
         print("| batch size | workers x threads | wall (s) | kHz | x real time | cores busy |")
@@ -159,6 +159,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--cpu_only", action="store_true", help="skip CUDA even when available")
     p.add_argument("--folder", type=int, default=0, help="folder mode: vocode this many synthetic clips of 2-10 s")
+    p.add_argument(
+        "--clip_seconds", type=float, nargs=2, default=[2.0, 10.0], help="folder mode: shortest and longest clip"
+    )
     p.add_argument("--folder_version", default="v2", choices=("v1", "v2", "v3"), help="generator of folder mode")
     p.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 8], help="batch sizes of folder mode")
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker processes of folder mode")
