@@ -20,6 +20,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 import torch
@@ -517,10 +518,11 @@ def vocode_files(
 
     Files are sorted by length (longest first) and vocoded `batch_size` at a time (padding
     masked in the generator); inputs longer than `chunk_frames` are vocoded alone in chunks.
-    `workers` > 1 (CPU only; ignored on other devices and with `debug`) spreads the batches over that many processes, each with
-    `torch.get_num_threads() // workers` threads. A file that fails is reported through
-    `on_error` in one line and the others are still written (with `debug`, the exception
-    propagates). Returns {"files", "failed", "seconds", "wall"}.
+    `workers` > 1 (CPU only; ignored on other devices and with `debug`) spreads the batches over
+    that many spawned processes with `torch.get_num_threads() // workers` threads each (call it
+    under `if __name__ == "__main__":`). A file that fails is reported through `on_error` in one
+    line and the others are still written (with `debug`, the exception propagates).
+    Returns {"files", "failed", "seconds", "wall"}.
     """
     if on_error is None:
 
@@ -541,11 +543,14 @@ def vocode_files(
     pool = None
     if workers > 1 and not debug and len(groups) > 1 and _device_of(generator).type == "cpu":
         import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
         threads = max(1, torch.get_num_threads() // workers)
         state = {k: v.detach().cpu() for k, v in generator.state_dict().items()}
-        pool = multiprocessing.get_context("spawn").Pool(workers, _worker_init, (state, h, threads))
-        results = pool.imap(_worker_task, task_args)
+        pool = ProcessPoolExecutor(
+            workers, multiprocessing.get_context("spawn"), initializer=_worker_init, initargs=(state, h, threads)
+        )
+        results = pool.map(_worker_task, task_args)
     else:
         results = ((*vocode_group(generator, h, *args, debug=debug, on_notice=on_notice), []) for args in task_args)
     try:
@@ -558,10 +563,14 @@ def vocode_files(
             done, samples = done + n, samples + s
             if bar is not None:
                 bar.update(len(group))
+    except BrokenProcessPool:
+        raise UserError(
+            f"the {workers} worker processes died (out of memory, or vocode_files(workers > 1) called from a "
+            "script without an `if __name__ == '__main__':` guard); use --workers 1"
+        ) from None
     finally:
         if pool is not None:
-            pool.close()
-            pool.join()
+            pool.shutdown(cancel_futures=True)
         if bar is not None:
             bar.close()
     return {"files": done, "failed": failed, "seconds": samples / h.sampling_rate, "wall": time.perf_counter() - start}
@@ -637,24 +646,24 @@ def run(argv: list[str] | None, kind: str) -> int:
         if a.workers > 1 and not device.startswith("cpu"):
             raise UserError(f"--workers is for CPU inference, the device is {device}; raise --batch_size instead")
         generator, h = load_generator(a.checkpoint_file, a.config, device)
+        result = vocode_files(
+            generator,
+            h,
+            paths,
+            a.output_dir,
+            kind=kind,
+            suffix="_generated" if kind == "wav" else "_generated_e2e",
+            batch_size=a.batch_size,
+            chunk_frames=a.chunk_frames or None,
+            workers=a.workers,
+            progress=sys.stdout.isatty(),
+            debug=a.debug,
+        )
     except UserError as e:
         if a.debug:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
-    result = vocode_files(
-        generator,
-        h,
-        paths,
-        a.output_dir,
-        kind=kind,
-        suffix="_generated" if kind == "wav" else "_generated_e2e",
-        batch_size=a.batch_size,
-        chunk_frames=a.chunk_frames or None,
-        workers=a.workers,
-        progress=sys.stdout.isatty(),
-        debug=a.debug,
-    )
     print(summary_line(result))
     return 1 if result["failed"] else 0
 
