@@ -47,6 +47,8 @@ FIT_FLOOR_MARGIN = 2.0  # fit only on bins this far above the log floor (clampin
 FMAX_CANDIDATES = (None, 4000.0, 7600.0, 8000.0, 12000.0)  # common fmax values (None: sr / 2)
 FMAX_IMPROVEMENT = 0.5  # another fmax must halve the fit residual to be reported
 FLOOR_OVERSHOOT = 3.0  # unclamped values this far below ln(1e-5) are an error, closer only a warning
+PER_BAND_MIN_RMSE = 0.1  # a global fit this poor (ln units) ...
+PER_BAND_IMPROVEMENT = 0.5  # ... that band-wise fits halve means a per-band normalization
 CLIP_FRACTION = 0.005  # share of values sitting exactly at the minimum that marks a clamp floor
 
 
@@ -265,15 +267,15 @@ def affine_fit(mel: np.ndarray, ref: np.ndarray) -> tuple[float, float, float, f
     return float(a), float(b), r, rmse, float(np.mean(y - x))
 
 
-def band_correlation(mel: np.ndarray, ref: np.ndarray) -> float:
-    """Median over bands of the correlation between `mel` and `ref` (above the floor) in that band."""
-    frames = min(mel.shape[1], ref.shape[1])
-    rs = []
-    for m, x in zip(mel[:, :frames].astype(np.float64), ref[:, :frames].astype(np.float64)):
-        keep = x > LOG_SILENCE + FIT_FLOOR_MARGIN
-        if keep.sum() >= 10 and x[keep].std() > 0 and m[keep].std() > 0:
-            rs.append(np.corrcoef(x[keep], m[keep])[0, 1])
-    return float(np.median(rs)) if rs else 0.0
+def band_fit(mel: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
+    """`affine_fit` band by band -> (median correlation, pooled residual in units of `ref`)."""
+    rs, squares = [], []
+    for m, x in zip(mel, ref):
+        a, _, r, rmse, _ = affine_fit(m[None], x[None])
+        if math.isfinite(a):
+            rs.append(r)
+            squares.append(rmse**2)
+    return (float(np.median(rs)), float(np.sqrt(np.mean(squares)))) if rs else (0.0, float("inf"))
 
 
 def fit_findings(mel: np.ndarray, audio: np.ndarray, h, stats: list[Finding]) -> list[Finding]:
@@ -308,7 +310,9 @@ def fit_findings(mel: np.ndarray, audio: np.ndarray, h, stats: list[Finding]) ->
             )
         )
     stats_kind = {f.code for f in stats} & {"standardized", "symmetric4", "range01"}
-    if r < FIT_MIN_CORRELATION and band_correlation(mel, ref) >= FIT_MIN_CORRELATION:
+    band_r, band_rmse = band_fit(mel, ref)
+    global_poor = r < FIT_MIN_CORRELATION or (rmse > PER_BAND_MIN_RMSE and band_rmse < PER_BAND_IMPROVEMENT * rmse)
+    if global_poor and band_r >= FIT_MIN_CORRELATION:
         code = stats_kind.pop() if stats_kind else "normalized"
         return found + [
             Finding(
@@ -387,6 +391,8 @@ def check_mel(mel: np.ndarray, h, audio: np.ndarray | None = None) -> list[Findi
         return [Finding("nonfinite", "error", "holds NaN or inf values; regenerate the mel")]
     frames = None if audio is None else audio.size // h.hop_size
     oriented, found = orient(mel, h.num_mels, frames)
+    if found and found[0].code == "shape":
+        return found
     values = oriented if oriented is not None else mel.reshape(-1, mel.shape[-1])
     stats = value_findings(values)
     if oriented is None or audio is None:
