@@ -23,10 +23,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from evaluate import DEFAULT_CONFIG
 from meldataset import LOG_CLIP, LOG_SILENCE, AudioError, load_wav, mel_from_config, mel_spectrogram
 from utils import UserError, load_config
-
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config_v1.json")
 
 LN10 = math.log(10.0)
 # Slope of a mel's values against the natural-log mel of this frontend, for common log scales

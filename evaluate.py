@@ -30,7 +30,7 @@ import torch
 from meldataset import AudioError, load_wav, mel_from_config
 from utils import UserError, load_config
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config_v1.json")
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config_v1.json")  # scripts' default frontend
 GENERATED_SUFFIXES = ("_generated_e2e", "_generated")  # inference_e2e.py / inference.py output names
 
 # Multi-resolution STFT distance: the three resolutions of Parallel WaveGAN (Yamamoto et al., 2020)

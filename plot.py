@@ -17,11 +17,10 @@ import sys
 import numpy as np
 import torch
 
-from evaluate import load_mono
+from evaluate import DEFAULT_CONFIG, load_mono
 from meldataset import mel_from_config
 from utils import UserError, load_config
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config_v1.json")
 MEL_ERROR_TAGS = {"training/mel_spec_error": "training", "validation/mel_spec_error": "validation"}
 EXTRA_TAGS = {"validation/pesq": "validation PESQ (wide band)", "validation/mrstft": "validation MR-STFT distance"}
 

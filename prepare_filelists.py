@@ -17,9 +17,9 @@ import os
 import random
 import sys
 
+from evaluate import DEFAULT_CONFIG
 from utils import UserError, load_config
 
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config_v1.json")
 FILELISTS = ("training.txt", "validation.txt")
 
 
