@@ -18,6 +18,7 @@ The metric functions take 1-D float arrays in [-1, 1] and are also used by train
 
 import argparse
 import csv
+import functools
 import importlib.util
 import math
 import os
@@ -327,9 +328,9 @@ def write_csv(path: str, rows: list[dict], columns: list[str]) -> None:
         writer.writerow(["MEAN", f"{sum(r['seconds'] for r in rows):.3f}", *means])
 
 
-def vocode_references(checkpoint_file: str, config_file, reference_dir: str, device: str, output_dir=None):
-    """Yield (name, reference audio, generated audio, h) for each wav of `reference_dir`, vocoded
-    from its mel by the checkpoint (inference.py). Optionally writes `<name>_generated.wav`."""
+def checkpoint_jobs(checkpoint_file: str, config_file, reference_dir: str, device: str, output_dir=None):
+    """(name, load) per wav of `reference_dir`; `load()` -> (reference, its mel vocoded by the
+    checkpoint with inference.py, h), also written to `<output_dir>/<name>_generated.wav` if given."""
     import inference
 
     generator, h = inference.load_generator(checkpoint_file, config_file, device=device)
@@ -340,38 +341,57 @@ def vocode_references(checkpoint_file: str, config_file, reference_dir: str, dev
         raise UserError(f"{reference_dir}: no .wav files; check --reference_dir")
     if output_dir:
         os.makedirs(output_dir, exist_ok=True)
-    for name in names:
-        path = os.path.join(reference_dir, name)
+
+    def load(path):
         reference = load_mono(path, h.sampling_rate)
-        mel = inference.wav_to_mel(path, h)
-        generated = inference.vocode(generator, h, mel)
+        with torch.inference_mode():
+            generated = inference.vocode(generator, h, inference.wav_to_mel(path, h))
         if output_dir:
+            name = os.path.splitext(os.path.basename(path))[0]
             import soundfile as sf
 
-            out = os.path.join(output_dir, os.path.splitext(name)[0] + "_generated.wav")
-            sf.write(out, generated, h.sampling_rate, subtype="PCM_16")
-        yield name, reference, generated, h
+            sf.write(os.path.join(output_dir, f"{name}_generated.wav"), generated, h.sampling_rate, subtype="PCM_16")
+        return reference, generated, h
+
+    return [(name, functools.partial(load, os.path.join(reference_dir, name))) for name in names]
 
 
-def evaluate(a, notify=print) -> list[dict]:
-    """Score every pair named by the arguments; returns the rows (also written / printed by main)."""
+def folder_jobs(generated_dir: str, reference_dir: str, h, notify=print):
+    """(name, load) per matched pair; `load()` -> (reference, generated, h)."""
+
+    def load(reference, generated):
+        return load_mono(reference, h.sampling_rate), load_mono(generated, h.sampling_rate), h
+
+    return [
+        (os.path.basename(g), functools.partial(load, r, g))
+        for r, g in match_files(generated_dir, reference_dir, notify)
+    ]
+
+
+def evaluate(a, notify=print) -> tuple[list[dict], list[str]]:
+    """Score every pair named by the arguments -> (rows, names of files that could not be read)."""
     metrics = available_metrics(a.metrics.split(",") if a.metrics else None, notify)
     if a.checkpoint_file:
-        pairs = vocode_references(a.checkpoint_file, a.config, a.reference_dir, a.device, a.output_dir)
+        device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        jobs = checkpoint_jobs(a.checkpoint_file, a.config, a.reference_dir, device, a.output_dir)
     else:
-        h = load_config(a.config or DEFAULT_CONFIG)
-        matched = match_files(a.generated_dir, a.reference_dir, notify)
-        pairs = (
-            (os.path.basename(g), load_mono(r, h.sampling_rate), load_mono(g, h.sampling_rate), h) for r, g in matched
-        )
-    rows = []
-    for name, reference, generated, h in pairs:
+        jobs = folder_jobs(a.generated_dir, a.reference_dir, load_config(a.config or DEFAULT_CONFIG), notify)
+    rows, failed = [], []
+    for name, load in jobs:
+        try:
+            reference, generated, h = load()
+        except UserError as e:  # one bad file does not stop the others
+            print(f"error: {e}; skipped", file=sys.stderr)
+            failed.append(name)
+            continue
         reference, generated = trim_pair(reference, generated)
         row = {"file": name, "seconds": reference.size / h.sampling_rate}
         row.update(compute_metrics(reference, generated, h, metrics))
         rows.append(row)
         notify(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "file"))
-    return rows
+    if not rows:
+        raise UserError(f"none of the {len(jobs)} file(s) could be evaluated; see the errors above")
+    return rows, failed
 
 
 def main(argv=None) -> None:
@@ -393,22 +413,28 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--metrics", default=None, help=f"comma-separated subset of {','.join(METRICS)} (default: all available)"
     )
-    parser.add_argument("--device", default="cpu", help="device for --checkpoint_file inference (cpu, cuda)")
+    parser.add_argument(
+        "--device", default=None, help="device for --checkpoint_file inference (default: cuda if available, else cpu)"
+    )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for user errors")
     a = parser.parse_args(argv)
     try:
-        rows = evaluate(a)
+        rows, failed = evaluate(a)
         columns = [c for c in rows[0] if c not in ("file", "seconds")]
         if a.output_csv:
             write_csv(a.output_csv, rows, columns)
             print(f"wrote {a.output_csv}")
         print(f"\n{len(rows)} file(s), {sum(r['seconds'] for r in rows):.1f} s of audio")
         print(summarize(rows, columns))
+        if failed:
+            print(f"{len(failed)} file(s) skipped: {', '.join(failed)}")
     except UserError as e:
         if a.debug:
             raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    if failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -152,9 +152,19 @@ def test_cli_user_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "g").mkdir()
     write_wav(tmp_path / "g" / "x.wav", np.zeros(SR, np.float32), sr=16000)
     write_wav(tmp_path / "x.wav", np.zeros(SR, np.float32), sr=16000)
-    with pytest.raises(SystemExit):
-        evaluate.main(["--generated_dir", str(tmp_path / "g"), "--reference_dir", str(tmp_path), "--metrics", "mel_l1"])
-    assert "16000 Hz but the config's sampling_rate is 22050 Hz" in capsys.readouterr().err
+    argv = ["--generated_dir", str(tmp_path / "g"), "--reference_dir", str(tmp_path), "--metrics", "mel_l1"]
+    with pytest.raises(SystemExit) as e:
+        evaluate.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "16000 Hz but the config's sampling_rate is 22050 Hz" in err
+    # one unreadable file among good ones: reported and skipped, the others scored, exit status 1
+    good = synth_speechlike(0.5, SR, np.random.default_rng(4))
+    write_wav(tmp_path / "y.wav", good)
+    write_wav(tmp_path / "g" / "y_generated.wav", good)
+    with pytest.raises(SystemExit) as e:
+        evaluate.main([*argv, "--output_csv", str(tmp_path / "m.csv")])
+    assert e.value.code == 1 and "x.wav: 16000 Hz" in capsys.readouterr().err
+    assert [r["file"] for r in csv.DictReader((tmp_path / "m.csv").open())] == ["y_generated.wav", "MEAN"]
 
 
 def test_checkpoint_mode_vocodes_references(tmp_path, clip):
