@@ -22,6 +22,15 @@ SR = 22050
 NOISE_LEVELS = (0.003, 0.01, 0.03)  # white noise std added to a signal of peak 0.6
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models run faster on one thread, and much faster on a shared, busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def h():
     return tiny_config("v1")
@@ -167,7 +176,7 @@ def test_cli_user_errors_are_one_line(tmp_path, capsys):
     assert [r["file"] for r in csv.DictReader((tmp_path / "m.csv").open())] == ["y_generated.wav", "MEAN"]
 
 
-def test_checkpoint_mode_vocodes_references(tmp_path, clip):
+def test_checkpoint_mode_vocodes_references(tmp_path, clip, one_thread):
     pytest.importorskip("inference", reason="inference.py (load_generator, wav_to_mel, vocode) is not merged yet")
     from models import Generator
     from utils import save_checkpoint
@@ -192,7 +201,7 @@ def test_checkpoint_mode_vocodes_references(tmp_path, clip):
 
 
 @needs_pesq
-def test_train_validation_metrics_logs_pesq_and_mrstft(tmp_path):
+def test_train_validation_metrics_logs_pesq_and_mrstft(tmp_path, one_thread):
     from test_train import run_train, scalar_tags
 
     cp = run_train(tmp_path, "--validation_interval", "1", "--validation_metrics", steps=1)
@@ -204,7 +213,7 @@ def test_train_validation_metrics_logs_pesq_and_mrstft(tmp_path):
     assert 1.0 <= pesq <= 4.65 and mrstft > 0.5  # an untrained generator
 
 
-def test_validation_without_metrics_never_imports_them(tmp_path, monkeypatch):
+def test_validation_without_metrics_never_imports_them(tmp_path, monkeypatch, one_thread):
     """Off by default: validate() runs with the metric modules unimportable and logs no metric tags."""
     from test_train import scalar_tags
     from torch.utils.data import DataLoader
