@@ -202,6 +202,10 @@ class Generator(_CompatModule):
         self.conv_post = weight_norm(Conv1d(ch, 1, PRE_POST_KERNEL, 1, padding=get_padding(PRE_POST_KERNEL)))
         self.ups.apply(init_weights)
         self.conv_post.apply(init_weights)
+        # Inference fast path (see `_FastGenerator`): on unless set to False; its prepared weights
+        # are a cache outside the state dict, rebuilt whenever a parameter changes.
+        self.fast_inference = True
+        self._fast = None
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, num_mels, F) -> (B, 1, F * hop_size).
@@ -209,7 +213,12 @@ class Generator(_CompatModule):
         `lengths` (B,) gives each item's real number of frames in a zero-padded batch: the padding
         is masked after every convolution, so each item's first `lengths[b] * hop_size` samples
         equal what the item alone would give.
+
+        In eval mode without autograd and without weight norm, CPU float32 input takes the
+        inference fast path (same outputs to float32 rounding); see `uses_fast_path`.
         """
+        if self.uses_fast_path(x):
+            return self._fast_forward(x, lengths)
         mask, scale = None, 1
         if lengths is not None:
             lengths = lengths.to(x.device)
@@ -242,6 +251,210 @@ class Generator(_CompatModule):
     def remove_weight_norm(self) -> None:
         """Fold weight norm into plain weights (for inference; same outputs)."""
         remove_weight_norm(self)
+
+    def uses_fast_path(self, x: torch.Tensor) -> bool:
+        """Whether `forward(x)` takes the inference fast path: `fast_inference` set, eval mode,
+        no autograd (`torch.inference_mode()` / `torch.no_grad()`), weight norm removed, a plain
+        float32 CPU tensor, and not inside tracing, `torch.compile`, `torch.export` or ONNX export
+        (those see the reference graph)."""
+        return (
+            self.fast_inference
+            and not self.training
+            and not torch.is_grad_enabled()
+            and type(x) is torch.Tensor
+            and x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and not _is_capturing()
+            and not any(hasattr(m, "_wn_hook") for m in self.modules())
+        )
+
+    def _fast_forward(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        key = _params_key(self)
+        if self._fast is None or self._fast.key != key:
+            self._fast = _FastGenerator(self, key, x.shape[-1])
+        return self._fast(x, lengths)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inference fast path (CPU)
+# ---------------------------------------------------------------------------------------------
+#
+# The same function as `Generator.forward`, reorganized for CPU inference (measured in
+# benchmarks/bench_speed.py; README "Performance"):
+# - activations stay channels-last (B, C, 1, T), the layout oneDNN's direct convolution reads
+#   and writes natively, and weights are reordered once, not at every call;
+# - each transposed convolution is an equivalent stride-1 polyphase convolution whose
+#   rate * C_out output channels, in channels-last memory, already are the interleaved output;
+# - LeakyReLU and residual adds run inside the convolutions (oneDNN post-ops); the first
+#   activation of the MRF blocks of one level is computed once; the MRF average's 1/num_kernels
+#   moves into the next layer's weights (LeakyReLU is positively homogeneous).
+# Without oneDNN (other builds) the same plan runs on F.conv2d with separate elementwise ops.
+
+
+def _is_capturing() -> bool:
+    """True inside jit tracing, torch.compile / torch.export, or ONNX export."""
+    compiler = getattr(torch, "compiler", None)
+    for probe in (
+        torch.jit.is_tracing,
+        getattr(compiler, "is_compiling", None),
+        getattr(compiler, "is_exporting", None),
+        torch.onnx.is_in_onnx_export,
+    ):
+        if probe is not None and probe():
+            return True
+    return False
+
+
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+
+
+def _params_key(module: nn.Module) -> tuple:
+    """Identity of every parameter's current values: storage address and in-place version."""
+    key = []
+    for p in module.parameters():
+        try:
+            version = p._version
+        except RuntimeError:  # an inference tensor (created under inference_mode) has no version
+            version = None
+        key.append((p.data_ptr(), version, p.shape))
+    return tuple(key)
+
+
+def polyphase_weight(weight: torch.Tensor, bias: torch.Tensor, rate: int, padding: int):
+    """Rewrite ConvTranspose1d(weight (C_in, C_out, K), stride=rate, padding) as a stride-1 conv.
+
+    Output sample m * rate + phi of the transposed conv only sees kernel taps k = phi + padding
+    (mod rate), so each phase phi is an ordinary convolution of the input. Returns `(w, b, pad)`,
+    w (rate * C_out, C_in, 2 * pad + 1) and b (rate * C_out,), such that
+    `conv1d(x, w, b, padding=pad)` is (B, rate * C_out, T) with channel block phi holding output
+    samples m * rate + phi. Needs K - rate == 2 * padding (output length T * rate), as the
+    configs are validated to have.
+    """
+    c_in, c_out, k = weight.shape
+    if k - rate != 2 * padding:
+        raise ValueError(f"polyphase_weight needs kernel - rate == 2 * padding, got {k}, {rate}, {padding}")
+    taps = []  # (phase, input offset from m, kernel tap)
+    for phi in range(rate):
+        q, s = divmod(phi + padding, rate)
+        taps += [(phi, q - j, j * rate + s) for j in range((k - s + rate - 1) // rate)]
+    pad = max(max(-off, off) for _, off, _ in taps)
+    w = weight.new_zeros(rate, c_out, c_in, 2 * pad + 1)
+    for phi, off, tap in taps:
+        w[phi, :, :, off + pad] = weight[:, :, tap].t()
+    return w.reshape(rate * c_out, c_in, 2 * pad + 1), bias.repeat(rate), pad
+
+
+class _FastConv:
+    """A stride-1 Conv1d on channels-last (B, C_in, 1, T) activations, with an optional residual
+    `other` added and then a LeakyReLU of slope `slope` applied to the result."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, padding: int, dilation: int, length: int):
+        self.weight = weight.detach().unsqueeze(2).contiguous()  # (C_out, C_in, K) -> (C_out, C_in, 1, K)
+        self.bias = bias.detach().contiguous()
+        self.args = ([0, padding], [1, 1], [1, dilation], 1)  # padding, stride, dilation, groups
+        self.packed = None
+        try:  # weight reordered once into oneDNN's blocked format for this kind of input
+            self.packed = torch.ops.mkldnn._reorder_convolution_weight(
+                self.weight, *self.args, [1, self.weight.shape[1], 1, length]
+            )
+        except (AttributeError, RuntimeError, NotImplementedError):
+            self.packed = None
+
+    def __call__(self, x: torch.Tensor, other: torch.Tensor | None = None, slope: float | None = None) -> torch.Tensor:
+        if self.packed is not None:
+            if other is None:
+                act, scalars = ("leaky_relu", [slope]) if slope is not None else ("none", [])
+                return torch.ops.mkldnn._convolution_pointwise(x, self.packed, self.bias, *self.args, act, scalars, None)
+            # oneDNN fuses an add; torch's binding only allows ReLU after it, so LeakyReLU runs apart
+            y = torch.ops.mkldnn._convolution_pointwise.binary(
+                x, other, self.packed, self.bias, *self.args, "add", None, None, [], None
+            )
+        else:
+            padding, stride, dilation, groups = self.args
+            y = F.conv2d(x, self.weight, self.bias, stride, padding, dilation, groups)
+            if other is not None:
+                y += other
+        return y if slope is None else F.leaky_relu_(y, slope)
+
+
+class _FastGenerator:
+    """`Generator.forward` for CPU inference, built from the generator's current weights."""
+
+    def __init__(self, g: "Generator", key: tuple, frames: int):
+        self.key = key
+        self.rates = list(g.upsample_rates)
+        self.num_kernels = g.num_kernels
+        inv_k = 1.0 / g.num_kernels  # the MRF average, moved into the layer after it
+        length = frames
+
+        def conv(m: nn.Module, scale: float = 1.0) -> _FastConv:
+            return _FastConv(m.weight * scale, m.bias, m.padding[0], m.dilation[0], length)
+
+        self.conv_pre = conv(g.conv_pre)
+        self.ups, self.blocks = [], []
+        for i, up in enumerate(g.ups):
+            w, b, pad = polyphase_weight(up.weight.detach() * (inv_k if i else 1.0), up.bias.detach(), up.stride[0], up.padding[0])
+            self.ups.append(_FastConv(w, b, pad, 1, length))
+            length *= up.stride[0]
+            level = []
+            for block in g.resblocks[i * g.num_kernels : (i + 1) * g.num_kernels]:
+                if isinstance(block, ResBlock1):
+                    stages = [[conv(c1), conv(c2)] for c1, c2 in zip(block.convs1, block.convs2)]
+                else:
+                    stages = [[conv(c)] for c in block.convs]
+                level.append(stages)
+            self.blocks.append(level)
+        self.conv_post = conv(g.conv_post, inv_k)
+
+    def __call__(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        """x: (B, num_mels, F) -> (B, 1, F * hop_size), as `Generator.forward`."""
+        b, scale = x.shape[0], 1
+        lengths = None if lengths is None else lengths.to(x.device)
+        mask = self._mask_4d(lengths, scale, x.shape[-1])
+        x = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)  # (B, M, F) -> (B, M, 1, F)
+        x = _mask(self.conv_pre(x, slope=LRELU_SLOPE), mask)  # only LReLU(conv_pre(x)) is used
+        last_level = len(self.ups) - 1
+        for i, up in enumerate(self.ups):
+            r = self.rates[i]
+            y = up(x)  # (B, r * C, 1, T): channels-last memory (B, T, r, C) = (B, T * r, C)
+            c, t = y.shape[1] // r, y.shape[-1] * r
+            x = y.as_strided((b, c, 1, t), (c * t, 1, c * t, c), y.storage_offset())  # (B, C, 1, T * r)
+            scale *= r
+            mask = self._mask_4d(lengths, scale, t)
+            x = _mask(x, mask)
+            # NOTE: slope 0.01 before conv_post, as in the reference path.
+            slope_out = LRELU_SLOPE if i < last_level else 0.01
+            x = self._mrf(x, self.blocks[i], mask, slope_out)
+        x = self.conv_post(x)
+        return torch.tanh_(x).reshape(b, 1, -1)
+
+    def _mrf(self, x: torch.Tensor, level: list, mask: torch.Tensor | None, slope_out: float) -> torch.Tensor:
+        """LeakyReLU(num_kernels * MRF(x)) for one level: the sum of its residual blocks."""
+        first = F.leaky_relu(x, LRELU_SLOPE)  # the first activation of every block of the level
+        acc = None
+        for j, stages in enumerate(level):
+            h = x
+            for n, stage in enumerate(stages):
+                t = first if n == 0 else F.leaky_relu(h, LRELU_SLOPE)
+                for c in stage[:-1]:
+                    t = _mask(c(t, slope=LRELU_SLOPE), mask)
+                if n < len(stages) - 1:
+                    h = _mask(stage[-1](t, other=h), mask)
+                    continue
+                # last conv of block j: adds the running sum of the blocks (and the block's own
+                # skip); the last block also applies the LeakyReLU that follows the level
+                other = h if acc is None else acc.add_(h)
+                acc = _mask(stage[-1](t, other=other, slope=slope_out if j == len(level) - 1 else None), mask)
+        return acc
+
+    @staticmethod
+    def _mask_4d(lengths: torch.Tensor | None, scale: int, t: int) -> torch.Tensor | None:
+        mask = Generator._mask_at(lengths, scale, t)
+        return None if mask is None else mask.unsqueeze(2)  # (B, 1, T) -> (B, 1, 1, T)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,6 +515,84 @@ class MultiPeriodDiscriminator(_CompatModule):
         return y_d_rs, y_d_gs, fmap_rs, fmap_gs
 
 
+def grouped_conv1d_weight_grad(
+    x: torch.Tensor, grad_out: torch.Tensor, kernel_size: int, stride: int, padding: int, groups: int
+) -> torch.Tensor:
+    """Weight gradient (C_out, C_in / groups, K) of `conv1d(x, w, stride, padding, groups)`.
+
+    x: (B, C_in, T), grad_out: (B, C_out, T_out). Tap k = lag * stride + phi reads phase phi of
+    the padded input shifted by `lag`; with items laid end to end (B * T/stride per channel) and
+    grad_out zero past T_out, every tap is one batched matmul over the groups whose contraction
+    runs over batch and time at once: K matmuls, no im2col buffer.
+    """
+    b, c_in, _ = x.shape
+    c_out, t_out = grad_out.shape[1:]
+    ci, co = c_in // groups, c_out // groups
+    xp = F.pad(x, (padding, padding))
+    tq = -(-xp.shape[-1] // stride)  # samples per phase
+    xp = F.pad(xp, (0, tq * stride - xp.shape[-1]))
+    # (B, C_in, tq * s) -> (s, groups, ci, B * tq): phase phi holds x[b, :, t * s + phi]
+    xq = xp.view(b, groups, ci, tq, stride).permute(4, 1, 2, 0, 3).reshape(stride, groups, ci, b * tq)
+    # (B, C_out, T_out) -> (groups, co, B * tq), zero past T_out so no product mixes two items
+    gq = F.pad(grad_out, (0, tq - t_out)).view(b, groups, co, tq).permute(1, 2, 0, 3).reshape(groups, co, b * tq)
+    n = b * tq - (kernel_size - 1) // stride
+    gq = gq[:, :, :n]
+    grad_w = x.new_empty(kernel_size, groups, co, ci)
+    for k in range(kernel_size):
+        lag, phi = divmod(k, stride)
+        torch.bmm(gq, xq[phi, :, :, lag : lag + n].transpose(1, 2), out=grad_w[k])
+    return grad_w.permute(1, 2, 3, 0).reshape(c_out, ci, kernel_size)
+
+
+class _GroupedConv1dFunction(torch.autograd.Function):
+    """conv1d forward; backward with the input gradient from torch and the weight gradient from
+    `grouped_conv1d_weight_grad`. First-order gradients only."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride: int, padding: int, groups: int):
+        ctx.save_for_backward(x, weight)
+        ctx.conf = (stride, padding, groups, bias is not None)
+        return F.conv1d(x, weight, bias, stride, padding, 1, groups)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        stride, padding, groups, has_bias = ctx.conf
+        grad_out = grad_out.contiguous()
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.ops.aten.convolution_backward(
+                grad_out, x, weight, None, [stride], [padding], [1], False, [0], groups, [True, False, False]
+            )[0]
+        if ctx.needs_input_grad[1]:
+            grad_w = grouped_conv1d_weight_grad(x, grad_out, weight.shape[-1], stride, padding, groups)
+        if has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad_out.sum((0, 2))
+        return grad_x, grad_w, grad_b, None, None, None
+
+
+class GroupedConv1d(Conv1d):
+    """`Conv1d` (same parameters and state-dict keys) for the MSD's strided grouped layers.
+
+    When the weight needs a gradient on CPU in float32, the weight gradient comes from
+    `grouped_conv1d_weight_grad`: oneDNN computes it for these shapes (kernel 41, 8 to 32 input
+    channels per group) with an im2col GEMM that dominated the training step. Elsewhere (GPU,
+    autocast, torch.compile, export) this is a plain Conv1d.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (
+            self.weight.requires_grad
+            and torch.is_grad_enabled()
+            and x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and not _autocast_on("cpu")
+            and not _is_capturing()
+        ):
+            return _GroupedConv1dFunction.apply(x, self.weight, self.bias, self.stride[0], self.padding[0], self.groups)
+        return super().forward(x)
+
+
 class DiscriminatorS(nn.Module):
     """One MSD sub-discriminator: strided, grouped Conv1ds on (B, 1, T)."""
 
@@ -319,7 +610,8 @@ class DiscriminatorS(nn.Module):
             (1024, 1024, 5, 1, 1, 2),
         ]
         self.convs = nn.ModuleList(
-            norm_f(Conv1d(i, o, k, s, groups=g, padding=p)) for i, o, k, s, g, p in layers
+            norm_f((GroupedConv1d if g > 1 and s > 1 else Conv1d)(i, o, k, s, groups=g, padding=p))
+            for i, o, k, s, g, p in layers
         )
         self.conv_post = norm_f(Conv1d(1024, 1, 3, 1, padding=1))
 
