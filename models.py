@@ -185,9 +185,7 @@ class Generator(_CompatModule):
         self.num_upsamples = len(h.upsample_rates)
         self.upsample_rates = list(h.upsample_rates)
         ch0 = h.upsample_initial_channel
-        self.conv_pre = weight_norm(
-            Conv1d(h.num_mels, ch0, PRE_POST_KERNEL, 1, padding=get_padding(PRE_POST_KERNEL))
-        )
+        self.conv_pre = weight_norm(Conv1d(h.num_mels, ch0, PRE_POST_KERNEL, 1, padding=get_padding(PRE_POST_KERNEL)))
         resblock = ResBlock1 if str(h.resblock) == "1" else ResBlock2
         self.ups = nn.ModuleList(
             weight_norm(ConvTranspose1d(ch0 // 2**i, ch0 // 2 ** (i + 1), k, u, padding=(k - u) // 2))
@@ -368,7 +366,9 @@ class _FastConv:
         if self.packed is not None:
             if other is None:
                 act, scalars = ("leaky_relu", [slope]) if slope is not None else ("none", [])
-                return torch.ops.mkldnn._convolution_pointwise(x, self.packed, self.bias, *self.args, act, scalars, None)
+                return torch.ops.mkldnn._convolution_pointwise(
+                    x, self.packed, self.bias, *self.args, act, scalars, None
+                )
             # oneDNN fuses an add; torch's binding only allows ReLU after it, so LeakyReLU runs apart
             y = torch.ops.mkldnn._convolution_pointwise.binary(
                 x, other, self.packed, self.bias, *self.args, "add", None, None, [], None
@@ -397,7 +397,9 @@ class _FastGenerator:
         self.conv_pre = conv(g.conv_pre)
         self.ups, self.blocks = [], []
         for i, up in enumerate(g.ups):
-            w, b, pad = polyphase_weight(up.weight.detach() * (inv_k if i else 1.0), up.bias.detach(), up.stride[0], up.padding[0])
+            w, b, pad = polyphase_weight(
+                up.weight.detach() * (inv_k if i else 1.0), up.bias.detach(), up.stride[0], up.padding[0]
+            )
             self.ups.append(_FastConv(w, b, pad, 1, length))
             length *= up.stride[0]
             level = []
@@ -466,7 +468,9 @@ class DiscriminatorP(nn.Module):
     """One MPD sub-discriminator: (B, 1, T) reshaped to (B, 1, T/p, p), then (k, 1) Conv2ds.
     Returns the flattened score (B, N) and the feature maps."""
 
-    def __init__(self, period: int, kernel_size: int = MPD_KERNEL, stride: int = MPD_STRIDE, use_spectral_norm: bool = False):
+    def __init__(
+        self, period: int, kernel_size: int = MPD_KERNEL, stride: int = MPD_STRIDE, use_spectral_norm: bool = False
+    ):
         super().__init__()
         self.period = period
         norm_f = spectral_norm if use_spectral_norm else weight_norm
@@ -633,9 +637,7 @@ class MultiScaleDiscriminator(_CompatModule):
 
     def __init__(self):
         super().__init__()
-        self.discriminators = nn.ModuleList(
-            DiscriminatorS(use_spectral_norm=(i == 0)) for i in range(MSD_NUM_SCALES)
-        )
+        self.discriminators = nn.ModuleList(DiscriminatorS(use_spectral_norm=(i == 0)) for i in range(MSD_NUM_SCALES))
         self.meanpools = nn.ModuleList(AvgPool1d(4, 2, padding=2) for _ in range(MSD_NUM_SCALES - 1))
 
     def forward(self, y: torch.Tensor, y_hat: torch.Tensor):

@@ -23,7 +23,7 @@ import sys
 import tempfile
 
 import numpy as np
-
+import torch
 from common import (
     cuda_peak_mb,
     load_authors_code,
@@ -35,10 +35,9 @@ from common import (
     timed,
 )
 
-import torch  # noqa: E402  (after common, which puts the repository on sys.path)
-
-from meldataset import MelDataset, make_demo_dataset, mel_from_config, synth_speechlike  # noqa: E402
-from models import Generator, MultiPeriodDiscriminator, MultiScaleDiscriminator  # noqa: E402
+# the repository's modules: `common` put its root on sys.path
+from meldataset import MelDataset, make_demo_dataset, mel_from_config, synth_speechlike
+from models import Generator, MultiPeriodDiscriminator, MultiScaleDiscriminator
 
 WEIGHT_G_SCALE = 1.5  # as the shared fixtures: non-trivial activations from a seeded init
 
@@ -127,7 +126,7 @@ def bench_infer(a, theirs, device: torch.device) -> None:
 
         with torch.inference_mode():
             outs = {name: g(mel) for name, g in impls.items()}
-            fns = {name: (lambda g=g: g(mel)) for name, g in impls.items()}
+            fns = {name: (lambda g=g, mel=mel: g(mel)) for name, g in impls.items()}
             times = alternate(fns, a.repeats, a.warmup, device)
         base = outs.get("authors'", outs.get("ours, fast path off"))
         base_t = stats(times["authors'"])["median"] if "authors'" in times else None
@@ -168,9 +167,8 @@ def training_batch(h, batch: int, segment: int, seed: int):
 
 def our_trainer(h, sd, device):
     """Our models and one step of train.py's loop body (fp32, no AMP)."""
-    from train import MEL_LOSS_WEIGHT, frozen, optimizer_step
-
     from models import discriminator_loss, feature_loss, generator_loss
+    from train import MEL_LOSS_WEIGHT, frozen, optimizer_step
 
     torch.manual_seed(0)
     g = Generator(h).to(device).train()
@@ -237,7 +235,9 @@ def authors_trainer(theirs, h, sd, device):
         y_ds_hat_r, y_ds_hat_g, fmap_s_r, fmap_s_g = msd(y, y_g_hat)
         loss_gen_f, _ = m.generator_loss(y_df_hat_g)
         loss_gen_s, _ = m.generator_loss(y_ds_hat_g)
-        loss = loss_gen_s + loss_gen_f + m.feature_loss(fmap_s_r, fmap_s_g) + m.feature_loss(fmap_f_r, fmap_f_g) + loss_mel
+        loss = (
+            loss_gen_s + loss_gen_f + m.feature_loss(fmap_s_r, fmap_s_g) + m.feature_loss(fmap_f_r, fmap_f_g) + loss_mel
+        )
         loss.backward()
         opt_g.step()
         return loss.detach()
@@ -302,7 +302,9 @@ def bench_loader(a, theirs) -> None:
         mel_args = (h.segment_size, h.n_fft, h.num_mels, h.hop_size, h.win_size, h.sampling_rate, h.fmin, h.fmax)
         datasets = {"ours": MelDataset(files, *mel_args, n_cache_reuse=0, fmax_loss=h.fmax_for_loss)}
         if theirs is not None:
-            datasets["authors'"] = theirs.meldataset.MelDataset(files, *mel_args, n_cache_reuse=0, fmax_loss=h.fmax_for_loss)
+            datasets["authors'"] = theirs.meldataset.MelDataset(
+                files, *mel_args, n_cache_reuse=0, fmax_loss=h.fmax_for_loss
+            )
         print(
             f"loader: {len(files)} clips of 2-4 s, batch {a.batch}, segment {h.segment_size}, "
             f"{a.batches} batches per measurement, torch threads {torch.get_num_threads()}"
@@ -311,7 +313,12 @@ def bench_loader(a, theirs) -> None:
         for workers in a.workers:
             for name, ds in datasets.items():
                 loader = torch.utils.data.DataLoader(
-                    ds, batch_size=a.batch, num_workers=workers, shuffle=True, drop_last=True, persistent_workers=workers > 0
+                    ds,
+                    batch_size=a.batch,
+                    num_workers=workers,
+                    shuffle=True,
+                    drop_last=True,
+                    persistent_workers=workers > 0,
                 )
                 times = []
                 for _ in range(a.repeats):
