@@ -346,6 +346,15 @@ def polyphase_weight(weight: torch.Tensor, bias: torch.Tensor, rate: int, paddin
     return w.reshape(rate * c_out, c_in, 2 * pad + 1), bias.repeat(rate), pad
 
 
+def _onednn_weight(weight: torch.Tensor, args: tuple, length: int) -> torch.Tensor | None:
+    """`weight` (C_out, C_in, 1, K) reordered once into oneDNN's blocked format for inputs of about
+    `length` steps, or None where oneDNN's fused convolution is not available (other builds)."""
+    try:
+        return torch.ops.mkldnn._reorder_convolution_weight(weight, *args, [1, weight.shape[1], 1, length])
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return None
+
+
 class _FastConv:
     """A stride-1 Conv1d on channels-last (B, C_in, 1, T) activations, with an optional residual
     `other` added and then a LeakyReLU of slope `slope` applied to the result."""
@@ -354,13 +363,7 @@ class _FastConv:
         self.weight = weight.detach().unsqueeze(2).contiguous()  # (C_out, C_in, K) -> (C_out, C_in, 1, K)
         self.bias = bias.detach().contiguous()
         self.args = ([0, padding], [1, 1], [1, dilation], 1)  # padding, stride, dilation, groups
-        self.packed = None
-        try:  # weight reordered once into oneDNN's blocked format for this kind of input
-            self.packed = torch.ops.mkldnn._reorder_convolution_weight(
-                self.weight, *self.args, [1, self.weight.shape[1], 1, length]
-            )
-        except (AttributeError, RuntimeError, NotImplementedError):
-            self.packed = None
+        self.packed = _onednn_weight(self.weight, self.args, length)
 
     def __call__(self, x: torch.Tensor, other: torch.Tensor | None = None, slope: float | None = None) -> torch.Tensor:
         if self.packed is not None:
