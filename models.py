@@ -303,13 +303,6 @@ def _is_capturing() -> bool:
     return False
 
 
-def _autocast_on(device_type: str) -> bool:
-    try:
-        return torch.is_autocast_enabled(device_type)
-    except TypeError:  # torch < 2.4
-        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
-
-
 def _params_key(module: nn.Module) -> tuple:
     """Identity of every parameter's current values: storage address and in-place version."""
     key = []
@@ -522,84 +515,6 @@ class MultiPeriodDiscriminator(_CompatModule):
         return y_d_rs, y_d_gs, fmap_rs, fmap_gs
 
 
-def grouped_conv1d_weight_grad(
-    x: torch.Tensor, grad_out: torch.Tensor, kernel_size: int, stride: int, padding: int, groups: int
-) -> torch.Tensor:
-    """Weight gradient (C_out, C_in / groups, K) of `conv1d(x, w, stride, padding, groups)`.
-
-    x: (B, C_in, T), grad_out: (B, C_out, T_out). Tap k = lag * stride + phi reads phase phi of
-    the padded input shifted by `lag`; with items laid end to end (B * T/stride per channel) and
-    grad_out zero past T_out, every tap is one batched matmul over the groups whose contraction
-    runs over batch and time at once: K matmuls, no im2col buffer.
-    """
-    b, c_in, _ = x.shape
-    c_out, t_out = grad_out.shape[1:]
-    ci, co = c_in // groups, c_out // groups
-    xp = F.pad(x, (padding, padding))
-    tq = -(-xp.shape[-1] // stride)  # samples per phase
-    xp = F.pad(xp, (0, tq * stride - xp.shape[-1]))
-    # (B, C_in, tq * s) -> (s, groups, ci, B * tq): phase phi holds x[b, :, t * s + phi]
-    xq = xp.view(b, groups, ci, tq, stride).permute(4, 1, 2, 0, 3).reshape(stride, groups, ci, b * tq)
-    # (B, C_out, T_out) -> (groups, co, B * tq), zero past T_out so no product mixes two items
-    gq = F.pad(grad_out, (0, tq - t_out)).view(b, groups, co, tq).permute(1, 2, 0, 3).reshape(groups, co, b * tq)
-    n = b * tq - (kernel_size - 1) // stride
-    gq = gq[:, :, :n]
-    grad_w = x.new_empty(kernel_size, groups, co, ci)
-    for k in range(kernel_size):
-        lag, phi = divmod(k, stride)
-        torch.bmm(gq, xq[phi, :, :, lag : lag + n].transpose(1, 2), out=grad_w[k])
-    return grad_w.permute(1, 2, 3, 0).reshape(c_out, ci, kernel_size)
-
-
-class _GroupedConv1dFunction(torch.autograd.Function):
-    """conv1d forward; backward with the input gradient from torch and the weight gradient from
-    `grouped_conv1d_weight_grad`. First-order gradients only."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, stride: int, padding: int, groups: int):
-        ctx.save_for_backward(x, weight)
-        ctx.conf = (stride, padding, groups, bias is not None)
-        return F.conv1d(x, weight, bias, stride, padding, 1, groups)
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        x, weight = ctx.saved_tensors
-        stride, padding, groups, has_bias = ctx.conf
-        grad_out = grad_out.contiguous()
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = torch.ops.aten.convolution_backward(
-                grad_out, x, weight, None, [stride], [padding], [1], False, [0], groups, [True, False, False]
-            )[0]
-        if ctx.needs_input_grad[1]:
-            grad_w = grouped_conv1d_weight_grad(x, grad_out, weight.shape[-1], stride, padding, groups)
-        if has_bias and ctx.needs_input_grad[2]:
-            grad_b = grad_out.sum((0, 2))
-        return grad_x, grad_w, grad_b, None, None, None
-
-
-class GroupedConv1d(Conv1d):
-    """`Conv1d` (same parameters and state-dict keys) for the MSD's strided grouped layers.
-
-    When the weight needs a gradient on CPU in float32, the weight gradient comes from
-    `grouped_conv1d_weight_grad`: oneDNN computes it for these shapes (kernel 41, 8 to 32 input
-    channels per group) with an im2col GEMM that dominated the training step. Elsewhere (GPU,
-    autocast, torch.compile, export) this is a plain Conv1d.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (
-            self.weight.requires_grad
-            and torch.is_grad_enabled()
-            and x.device.type == "cpu"
-            and x.dtype == torch.float32
-            and not _autocast_on("cpu")
-            and not _is_capturing()
-        ):
-            return _GroupedConv1dFunction.apply(x, self.weight, self.bias, self.stride[0], self.padding[0], self.groups)
-        return super().forward(x)
-
-
 class DiscriminatorS(nn.Module):
     """One MSD sub-discriminator: strided, grouped Conv1ds on (B, 1, T)."""
 
@@ -616,10 +531,7 @@ class DiscriminatorS(nn.Module):
             (1024, 1024, 41, 1, 16, 20),
             (1024, 1024, 5, 1, 1, 2),
         ]
-        self.convs = nn.ModuleList(
-            norm_f((GroupedConv1d if g > 1 and s > 1 else Conv1d)(i, o, k, s, groups=g, padding=p))
-            for i, o, k, s, g, p in layers
-        )
+        self.convs = nn.ModuleList(norm_f(Conv1d(i, o, k, s, groups=g, padding=p)) for i, o, k, s, g, p in layers)
         self.conv_post = norm_f(Conv1d(1024, 1, 3, 1, padding=1))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:

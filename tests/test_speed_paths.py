@@ -3,7 +3,6 @@
 - Generator inference fast path (models._FastGenerator) == the reference forward, for the real
   V1/V2/V3 configs and after loading an original-format checkpoint; when it is used and when not.
 - Polyphase rewrite of ConvTranspose1d == ConvTranspose1d for every (kernel, rate) of the configs.
-- MSD grouped-conv weight gradient == torch's; discriminators' outputs and gradients unchanged.
 - train.frozen: the generator step's gradients are those computed with unfrozen discriminators.
 """
 
@@ -14,17 +13,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import FIXTURES, VERSIONS, config, needs_fixtures, tiny_config
-from torch.nn import Conv1d
 
 import models
 from models import (
     Generator,
-    GroupedConv1d,
     MultiScaleDiscriminator,
     discriminator_loss,
     feature_loss,
     generator_loss,
-    grouped_conv1d_weight_grad,
     polyphase_weight,
 )
 from train import frozen
@@ -171,60 +167,14 @@ def test_fallback_without_onednn_fusion(monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------
-# Discriminators and the training step
+# Training step
 # ---------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "c_in,c_out,kernel,stride,groups,length",
-    [(16, 16, 41, 2, 4, 301), (16, 32, 41, 2, 16, 200), (32, 64, 41, 4, 16, 157), (8, 8, 5, 3, 2, 40)],
-)
-def test_grouped_conv_weight_grad(c_in, c_out, kernel, stride, groups, length):
-    torch.manual_seed(length)
-    x = torch.randn(3, c_in, length, requires_grad=True)
-    w = torch.randn(c_out, c_in // groups, kernel, requires_grad=True)
-    b = torch.randn(c_out, requires_grad=True)
-    ref = F.conv1d(x, w, b, stride, kernel // 2, 1, groups)
-    go = torch.randn_like(ref)
-    grads_ref = torch.autograd.grad(ref, (x, w, b), go)
-    conv = GroupedConv1d(c_in, c_out, kernel, stride, kernel // 2, groups=groups)
-    with torch.no_grad():
-        conv.weight.copy_(w)
-        conv.bias.copy_(b)
-    out = conv(x)
-    grads = torch.autograd.grad(out, (x, conv.weight, conv.bias), go)
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
-    for got, want in zip(grads, grads_ref):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
-    direct = grouped_conv1d_weight_grad(x.detach(), go, kernel, stride, kernel // 2, groups)
-    torch.testing.assert_close(direct, grads_ref[1], rtol=1e-4, atol=1e-4 * grads_ref[1].abs().max().item())
 
 
 def msd_losses(msd, y, y_hat):
     """(discriminator loss, generator adversarial + feature-matching loss) of the MSD."""
     real, fake, fmap_real, fmap_fake = msd(y, y_hat)
     return discriminator_loss(real, fake)[0], generator_loss(fake)[0] + feature_loss(fmap_real, fmap_fake)
-
-
-def test_msd_gradients_equal_reference(monkeypatch):
-    """MSD with the custom weight gradient == MSD on plain Conv1d (same weights, same u)."""
-    torch.manual_seed(0)
-    msd = MultiScaleDiscriminator()
-    y, y_hat = torch.randn(2, 1, 1200), torch.randn(2, 1, 1200)
-    state = {k: v.clone() for k, v in msd.state_dict().items()}  # spectral norm's u advances per call
-    params = list(msd.parameters())
-
-    def run():
-        d_loss, _ = msd_losses(msd, y, y_hat)
-        return d_loss, torch.autograd.grad(d_loss, params)
-
-    loss, grads = run()
-    msd.load_state_dict(state)
-    monkeypatch.setattr(GroupedConv1d, "forward", Conv1d.forward)
-    loss_ref, grads_ref = run()
-    torch.testing.assert_close(loss, loss_ref, rtol=1e-6, atol=0)
-    for got, want in zip(grads, grads_ref):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * want.abs().max().item() + 1e-12)
 
 
 def test_frozen_discriminator_gives_the_same_generator_gradients():
