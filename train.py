@@ -13,6 +13,7 @@ Checkpoints `g_XXXXXXXX` / `do_XXXXXXXX` (the authors' format) go to --checkpoin
 """
 
 import argparse
+import contextlib
 import datetime
 import itertools
 import math
@@ -185,6 +186,24 @@ def optimizer_step(loss: torch.Tensor, optimizer, params, scaler) -> tuple[bool,
     return finite, counted
 
 
+@contextlib.contextmanager
+def frozen(*modules: torch.nn.Module):
+    """Parameters of `modules` require no gradient inside the block.
+
+    The generator step back-propagates through the discriminators but never uses their weight
+    gradients (the next discriminator step zeroes them), so it does not compute them: the same
+    generator update for about a third less backward work through the discriminators.
+    """
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 class StopRequest:
     """SIGINT/SIGTERM handler: remember the signal; the loop saves and exits after the step."""
 
@@ -351,6 +370,9 @@ def train(local_rank: int, a, h, world_size: int, rank_offset: int = 0) -> None:
         g_run, mpd_run, msd_run = (DistributedDataParallel(m, device_ids=ids) for m in (generator, mpd, msd))
     if a.compile:
         g_run, mpd_run, msd_run = (torch.compile(m) for m in (g_run, mpd_run, msd_run))
+    mpd_g, msd_g = mpd_run, msd_run  # the generator step's discriminators (parameters frozen)
+    if world_size > 1:  # without DDP: it would wait for the weight gradients that are never made
+        mpd_g, msd_g = (torch.compile(m) if a.compile else m for m in (mpd, msd))
 
     sampler, train_loader, validation_loader = build_loaders(
         a, h, batch_size, world_size, rank, is_master, pin=device.type == "cuda"
@@ -418,9 +440,9 @@ def train(local_rank: int, a, h, world_size: int, rank_offset: int = 0) -> None:
             # Generator step: mel L1, feature matching, adversarial
             optim_g.zero_grad(set_to_none=True)
             loss_mel = F.l1_loss(y_mel, y_g_hat_mel) * MEL_LOSS_WEIGHT
-            with autocast(device, amp_dtype):
-                y_df_hat_r, y_df_hat_g, fmap_f_r, fmap_f_g = mpd_run(y, y_g_hat)
-                y_ds_hat_r, y_ds_hat_g, fmap_s_r, fmap_s_g = msd_run(y, y_g_hat)
+            with autocast(device, amp_dtype), frozen(mpd, msd):
+                y_df_hat_r, y_df_hat_g, fmap_f_r, fmap_f_g = mpd_g(y, y_g_hat)
+                y_ds_hat_r, y_ds_hat_g, fmap_s_r, fmap_s_g = msd_g(y, y_g_hat)
                 loss_fm_f = feature_loss(fmap_f_r, fmap_f_g)
                 loss_fm_s = feature_loss(fmap_s_r, fmap_s_g)
                 loss_gen_f, _ = generator_loss(y_df_hat_g)

@@ -1,0 +1,391 @@
+"""Speed of this implementation, optionally side by side with the authors' code in one process.
+
+    python benchmarks/bench_speed.py infer --threads 2 --seconds 10 --orig /path/to/hifi-gan
+    python benchmarks/bench_speed.py train --versions v1 v3 --batch 16 --steps 3 --orig /path/to/hifi-gan
+    python benchmarks/bench_speed.py loader --workers 0 1 2 --step_seconds 20
+
+`infer`: generator synthesis (batch 1 by default, eval mode, weight norm removed, inference mode)
+of a mel computed from `--seconds` of synthetic speech-like audio; ours (the default path, which is
+the fast path on CPU), ours with the fast path switched off (`--no_reference` skips it), and the
+authors' (`--orig`). `train`: one full training step (generator forward, mel, discriminator step,
+generator step; fp32) on a fixed batch. `loader`: `MelDataset` + DataLoader items/s against what a
+training step consumes. Implementations alternate call by call, after `--warmup` untimed calls
+each, so machine load hits all of them alike; medians are printed with min-max and IQR.
+
+`--orig` takes a jik876/hifi-gan checkout (never part of this repository) with two numerically
+neutral edits for current librosa/torch: keyword arguments to `librosa.filters.mel`, and
+`torch.stft(..., return_complex=True)` followed by `torch.view_as_real`.
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+
+import numpy as np
+import torch
+from common import (
+    cuda_peak_mb,
+    load_authors_code,
+    peak_memory_mb,
+    repo_config,
+    reset_peak_memory,
+    set_threads,
+    stats,
+    timed,
+)
+
+# the repository's modules: `common` put its root on sys.path
+from meldataset import MelDataset, make_demo_dataset, mel_from_config, synth_speechlike
+from models import Generator, MultiPeriodDiscriminator, MultiScaleDiscriminator
+
+WEIGHT_G_SCALE = 1.5  # as the shared fixtures: non-trivial activations from a seeded init
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def speech_audio(seconds: float, sampling_rate: int, seed: int) -> torch.Tensor:
+    """(1, T) synthetic speech-like audio (see meldataset.synth_speechlike)."""
+    return torch.from_numpy(synth_speechlike(seconds, sampling_rate, np.random.default_rng(seed))).unsqueeze(0)
+
+
+def seeded_state_dict(h, seed: int) -> dict:
+    """A generator state dict (original keys) from a seeded init, every `weight_g` x 1.5."""
+    torch.manual_seed(seed)
+    sd = Generator(h).state_dict()
+    return {k: v * WEIGHT_G_SCALE if k.endswith("weight_g") else v for k, v in sd.items()}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def fmt_row(cells, widths) -> str:
+    return "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+
+def print_table(header, rows) -> None:
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    print(fmt_row(header, widths))
+    print(fmt_row(["-" * w for w in widths], widths))
+    for r in rows:
+        print(fmt_row(r, widths))
+
+
+def alternate(fns: dict, repeats: int, warmup: int, device: torch.device, before=None, after=None) -> dict:
+    """Time each named callable `repeats` times, interleaved, after `warmup` untimed calls each."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+            sync(device)
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            if before:
+                before(name)
+            times[name].append(timed(lambda fn=fn: (fn(), sync(device))))
+            if after:
+                after(name)
+    return times
+
+
+# ---------------------------------------------------------------------------------------------
+# Inference
+# ---------------------------------------------------------------------------------------------
+
+
+def bench_infer(a, theirs, device: torch.device) -> None:
+    print(f"inference: {a.seconds:g} s of audio, batch {a.batch}, {device}, threads {torch.get_num_threads()}, fp32")
+    rows = []
+    for version in a.versions:
+        h = repo_config(version)
+        sd = seeded_state_dict(h, a.seed)
+        audio = speech_audio(a.seconds, h.sampling_rate, a.seed)
+        mel = mel_from_config(audio, h).repeat(a.batch, 1, 1).to(device)  # (B, num_mels, F)
+        samples = a.batch * mel.shape[-1] * h.hop_size
+
+        ours = Generator(h).to(device).eval()
+        ours.load_state_dict(sd)
+        ours.remove_weight_norm()
+        ref = Generator(h).to(device).eval()
+        ref.load_state_dict(sd)
+        ref.remove_weight_norm()
+        ref.fast_inference = False
+        impls = {"ours": ours}
+        if not a.no_reference:
+            impls["ours, fast path off"] = ref
+        if theirs is not None:
+            orig = theirs.models.Generator(h).to(device).eval()
+            orig.load_state_dict(sd)
+            orig.remove_weight_norm()
+            impls["authors'"] = orig
+
+        with torch.inference_mode():
+            outs = {name: g(mel) for name, g in impls.items()}
+            fns = {name: (lambda g=g, mel=mel: g(mel)) for name, g in impls.items()}
+            times = alternate(fns, a.repeats, a.warmup, device)
+        base = outs.get("authors'", outs.get("ours, fast path off"))
+        base_t = stats(times["authors'"])["median"] if "authors'" in times else None
+        params = sum(p.numel() for p in ours.parameters())
+        for name, ts in times.items():
+            s = stats(ts)
+            khz = samples / s["median"] / 1000
+            rows.append(
+                [
+                    f"{version.upper()} {name}",
+                    f"{params / 1e6:.2f}M",
+                    f"{s['median']:.3f}",
+                    f"{s['min']:.3f}-{s['max']:.3f}",
+                    f"{khz:.1f}",
+                    f"{samples / h.sampling_rate / s['median']:.2f}",
+                    f"{base_t / s['median']:.2f}x" if base_t else "-",
+                    f"{(outs[name] - base).abs().max().item():.1e}",
+                ]
+            )
+    header = ["generator", "params", "median s", "min-max s", "kHz", "x real time", "vs authors'", "max |diff|"]
+    print_table(header, rows)
+    print(f"({a.repeats} timed calls each after {a.warmup} warm-up; max |diff| against the authors' output)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Training step
+# ---------------------------------------------------------------------------------------------
+
+
+def training_batch(h, batch: int, segment: int, seed: int):
+    """(mel, audio (B, 1, T), loss mel) of `batch` random crops of synthetic speech."""
+    rng = np.random.default_rng(seed)
+    clips = [synth_speechlike(segment / h.sampling_rate + 1.0, h.sampling_rate, rng) for _ in range(batch)]
+    y = np.stack([c[(s := rng.integers(0, len(c) - segment)) : s + segment] for c in clips])
+    y = torch.from_numpy(y * 0.95 / np.abs(y).max(axis=1, keepdims=True))
+    return mel_from_config(y, h), y.unsqueeze(1), mel_from_config(y, h, fmax_for_loss=True)
+
+
+def our_trainer(h, sd, device):
+    """Our models and one step of train.py's loop body (fp32, no AMP)."""
+    from models import discriminator_loss, feature_loss, generator_loss
+    from train import MEL_LOSS_WEIGHT, frozen, optimizer_step
+
+    torch.manual_seed(0)
+    g = Generator(h).to(device).train()
+    g.load_state_dict(sd)
+    mpd, msd = MultiPeriodDiscriminator().to(device).train(), MultiScaleDiscriminator().to(device).train()
+    opt_g = torch.optim.AdamW(g.parameters(), h.learning_rate, betas=[h.adam_b1, h.adam_b2])
+    params_d = list(msd.parameters()) + list(mpd.parameters())
+    opt_d = torch.optim.AdamW(params_d, h.learning_rate, betas=[h.adam_b1, h.adam_b2])
+    scaler = torch.amp.GradScaler(device.type, enabled=False)
+    params_g = list(g.parameters())
+    F = torch.nn.functional
+
+    def step(x, y, y_mel):
+        y_g_hat = g(x)
+        y_g_hat_mel = mel_from_config(y_g_hat.squeeze(1), h, fmax_for_loss=True)
+        opt_d.zero_grad(set_to_none=True)
+        y_df_hat_r, y_df_hat_g, _, _ = mpd(y, y_g_hat.detach())
+        loss_disc_f, _, _ = discriminator_loss(y_df_hat_r, y_df_hat_g)
+        y_ds_hat_r, y_ds_hat_g, _, _ = msd(y, y_g_hat.detach())
+        loss_disc_s, _, _ = discriminator_loss(y_ds_hat_r, y_ds_hat_g)
+        optimizer_step(loss_disc_s + loss_disc_f, opt_d, params_d, scaler)
+        opt_g.zero_grad(set_to_none=True)
+        loss_mel = F.l1_loss(y_mel, y_g_hat_mel) * MEL_LOSS_WEIGHT
+        with frozen(mpd, msd):
+            y_df_hat_r, y_df_hat_g, fmap_f_r, fmap_f_g = mpd(y, y_g_hat)
+            y_ds_hat_r, y_ds_hat_g, fmap_s_r, fmap_s_g = msd(y, y_g_hat)
+        loss_gen_f, _ = generator_loss(y_df_hat_g)
+        loss_gen_s, _ = generator_loss(y_ds_hat_g)
+        loss = loss_gen_s + loss_gen_f + feature_loss(fmap_s_r, fmap_s_g) + feature_loss(fmap_f_r, fmap_f_g) + loss_mel
+        optimizer_step(loss, opt_g, params_g, scaler)
+        return loss.detach()
+
+    return step, (g, mpd, msd)
+
+
+def authors_trainer(theirs, h, sd, device):
+    """The authors' models and the body of their training loop (train.py), on `device`."""
+    m, mel_spectrogram = theirs.models, theirs.meldataset.mel_spectrogram
+    torch.manual_seed(0)
+    g = m.Generator(h).to(device).train()
+    g.load_state_dict(sd)
+    mpd, msd = m.MultiPeriodDiscriminator().to(device).train(), m.MultiScaleDiscriminator().to(device).train()
+    opt_g = torch.optim.AdamW(g.parameters(), h.learning_rate, betas=[h.adam_b1, h.adam_b2])
+    opt_d = torch.optim.AdamW(
+        list(msd.parameters()) + list(mpd.parameters()), h.learning_rate, betas=[h.adam_b1, h.adam_b2]
+    )
+    F = torch.nn.functional
+
+    def step(x, y, y_mel):
+        y_g_hat = g(x)
+        y_g_hat_mel = mel_spectrogram(
+            y_g_hat.squeeze(1), h.n_fft, h.num_mels, h.sampling_rate, h.hop_size, h.win_size, h.fmin, h.fmax_for_loss
+        )
+        opt_d.zero_grad()
+        y_df_hat_r, y_df_hat_g, _, _ = mpd(y, y_g_hat.detach())
+        loss_disc_f, _, _ = m.discriminator_loss(y_df_hat_r, y_df_hat_g)
+        y_ds_hat_r, y_ds_hat_g, _, _ = msd(y, y_g_hat.detach())
+        loss_disc_s, _, _ = m.discriminator_loss(y_ds_hat_r, y_ds_hat_g)
+        (loss_disc_s + loss_disc_f).backward()
+        opt_d.step()
+        opt_g.zero_grad()
+        loss_mel = F.l1_loss(y_mel, y_g_hat_mel) * 45
+        y_df_hat_r, y_df_hat_g, fmap_f_r, fmap_f_g = mpd(y, y_g_hat)
+        y_ds_hat_r, y_ds_hat_g, fmap_s_r, fmap_s_g = msd(y, y_g_hat)
+        loss_gen_f, _ = m.generator_loss(y_df_hat_g)
+        loss_gen_s, _ = m.generator_loss(y_ds_hat_g)
+        loss = (
+            loss_gen_s + loss_gen_f + m.feature_loss(fmap_s_r, fmap_s_g) + m.feature_loss(fmap_f_r, fmap_f_g) + loss_mel
+        )
+        loss.backward()
+        opt_g.step()
+        return loss.detach()
+
+    return step, (g, mpd, msd)
+
+
+def bench_train(a, theirs, device: torch.device) -> None:
+    print(
+        f"training step: batch {a.batch}, segment {a.segment}, {device}, threads {torch.get_num_threads()}, fp32; "
+        f"{a.warmup} warm-up + {a.steps} timed steps each, alternating"
+    )
+    rows = []
+    for version in a.versions:
+        h = repo_config(version)
+        sd = seeded_state_dict(h, a.seed)
+        x, y, y_mel = (t.to(device) for t in training_batch(h, a.batch, a.segment, a.seed))
+        trainers = {"ours": our_trainer(h, sd, device)}
+        if theirs is not None:
+            trainers["authors'"] = authors_trainer(theirs, h, sd, device)
+        losses = {name: [] for name in trainers}
+        peaks = {name: 0.0 for name in trainers}
+
+        def run(name, trainers=trainers, losses=losses, x=x, y=y, y_mel=y_mel):
+            losses[name].append(float(trainers[name][0](x, y, y_mel)))
+
+        def track(name, peaks=peaks):
+            peaks[name] = max(peaks[name], cuda_peak_mb() or peak_memory_mb())
+
+        fns = {name: (lambda name=name: run(name)) for name in trainers}
+        times = alternate(fns, a.steps, a.warmup, device, before=lambda _: reset_peak_memory(), after=track)
+        base_t = stats(times["authors'"])["median"] if "authors'" in times else None
+        for name, ts in times.items():
+            s = stats(ts)
+            rows.append(
+                [
+                    f"{version.upper()} {name}",
+                    f"{s['median']:.2f}",
+                    f"{s['min']:.2f}-{s['max']:.2f}",
+                    f"{a.batch / s['median']:.2f}",
+                    f"{peaks[name]:.0f}",
+                    f"{base_t / s['median']:.2f}x" if base_t else "-",
+                    " ".join(f"{v:.4f}" for v in losses[name]),
+                ]
+            )
+    mem = "peak GPU MB" if device.type == "cuda" else "peak RSS MB"
+    print_table(["model", "s/step", "min-max", "samples/s", mem, "vs authors'", "G loss per step"], rows)
+    print("(same initial weights and batch: the G losses of the two implementations should agree step by step)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Data loader
+# ---------------------------------------------------------------------------------------------
+
+
+def bench_loader(a, theirs) -> None:
+    h = repo_config(a.versions[0])
+    with tempfile.TemporaryDirectory() as tmp:
+        wavs, train_list, _ = make_demo_dataset(tmp, h.sampling_rate, n_train=a.clips, n_val=1)
+        with open(train_list) as f:
+            files = [os.path.join(wavs, line.split("|")[0] + ".wav") for line in f if line.strip()]
+        mel_args = (h.segment_size, h.n_fft, h.num_mels, h.hop_size, h.win_size, h.sampling_rate, h.fmin, h.fmax)
+        datasets = {"ours": MelDataset(files, *mel_args, n_cache_reuse=0, fmax_loss=h.fmax_for_loss)}
+        if theirs is not None:
+            datasets["authors'"] = theirs.meldataset.MelDataset(
+                files, *mel_args, n_cache_reuse=0, fmax_loss=h.fmax_for_loss
+            )
+        print(
+            f"loader: {len(files)} clips of 2-4 s, batch {a.batch}, segment {h.segment_size}, "
+            f"{a.batches} batches per measurement, torch threads {torch.get_num_threads()}"
+        )
+        rows = []
+        for workers in a.workers:
+            for name, ds in datasets.items():
+                loader = torch.utils.data.DataLoader(
+                    ds,
+                    batch_size=a.batch,
+                    num_workers=workers,
+                    shuffle=True,
+                    drop_last=True,
+                    persistent_workers=workers > 0,
+                )
+                times = []
+                for _ in range(a.repeats):
+                    it = iter(loader)
+                    next(it)  # warm-up: worker start-up, first-call costs
+                    times.append(timed(lambda it=it: [next(it) for _ in range(a.batches)]) / (a.batches * a.batch))
+                    del it
+                s = stats(times)
+                per_s = 1 / s["median"]
+                rows.append(
+                    [
+                        f"{name}, {workers} workers",
+                        f"{per_s:.0f}",
+                        f"{1 / s['max']:.0f}-{1 / s['min']:.0f}",
+                        f"{per_s * a.step_seconds / a.batch:.0f}x" if a.step_seconds else "-",
+                    ]
+                )
+    print_table(["dataset", "items/s", "range", "vs step need"], rows)
+    if a.step_seconds:
+        need = a.batch / a.step_seconds
+        print(f"a training step of {a.step_seconds:g} s at batch {a.batch} consumes {need:.2f} items/s")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Speed benchmarks (inference, training step, data loader).")
+    parser.add_argument("mode", choices=["infer", "train", "loader"], help="what to measure")
+    parser.add_argument("--versions", nargs="+", default=None, choices=["v1", "v2", "v3"], help="configs to run")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device for infer/train")
+    parser.add_argument("--orig", default=None, help="folder of a jik876/hifi-gan checkout to compare against")
+    parser.add_argument("--seed", type=int, default=1234, help="seed of weights and audio")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed calls per implementation first")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per implementation (infer, loader)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="infer: seconds of audio per call")
+    parser.add_argument("--batch", type=int, default=None, help="batch size (infer: 1, train and loader: 16)")
+    parser.add_argument("--no_reference", action="store_true", help="infer: skip our path with the fast path off")
+    parser.add_argument("--steps", type=int, default=3, help="train: timed steps per implementation")
+    parser.add_argument("--segment", type=int, default=8192, help="train: audio samples per item")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="loader: num_workers values to try")
+    parser.add_argument("--clips", type=int, default=32, help="loader: synthetic clips in the dataset")
+    parser.add_argument("--batches", type=int, default=8, help="loader: batches per measurement")
+    parser.add_argument(
+        "--step_seconds", type=float, default=None, help="loader: a training step's time, to compare supply with need"
+    )
+    a = parser.parse_args(argv)
+    a.versions = a.versions or (["v1", "v3"] if a.mode == "train" else ["v1", "v2", "v3"])
+    a.batch = a.batch or (1 if a.mode == "infer" else 16)
+    return a
+
+
+def main(argv=None) -> None:
+    a = parse_args(argv)
+    if a.device == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda but CUDA is not available; use --device cpu", file=sys.stderr)
+        sys.exit(2)
+    device = torch.device(a.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    set_threads(a.threads)
+    theirs = load_authors_code(a.orig) if a.orig else None
+    {"infer": lambda: bench_infer(a, theirs, device), "train": lambda: bench_train(a, theirs, device)}.get(
+        a.mode, lambda: bench_loader(a, theirs)
+    )()
+
+
+if __name__ == "__main__":
+    main()

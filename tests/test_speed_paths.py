@@ -1,0 +1,205 @@
+"""The optimized code paths give the reference paths' numbers (README "Performance").
+
+- Generator inference fast path (models._FastGenerator) == the reference forward, for the real
+  V1/V2/V3 configs and after loading an original-format checkpoint; when it is used and when not.
+- Polyphase rewrite of ConvTranspose1d == ConvTranspose1d for every (kernel, rate) of the configs.
+- train.frozen: the generator step's gradients are those computed with unfrozen discriminators.
+"""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import FIXTURES, VERSIONS, config, needs_fixtures, tiny_config
+
+import models
+from models import (
+    Generator,
+    MultiScaleDiscriminator,
+    discriminator_loss,
+    feature_loss,
+    generator_loss,
+    polyphase_weight,
+)
+from train import frozen
+
+FAST_TOL = 1e-4  # acceptance bound of the issue; measured differences are about 1e-7
+
+
+def seeded_generator(h, seed: int = 0) -> Generator:
+    """Eval-mode generator, weight norm removed, every weight_g x 1.5 (non-trivial activations)."""
+    torch.manual_seed(seed)
+    g = Generator(h).eval()
+    with torch.no_grad():
+        for m in g.modules():
+            if hasattr(m, "weight_g"):
+                m.weight_g.mul_(1.5)
+    g.remove_weight_norm()
+    return g
+
+
+def both_paths(g: Generator, x: torch.Tensor, lengths=None):
+    """(fast path output, reference output) of `g` on `x`, in inference mode."""
+    with torch.inference_mode():
+        assert g.uses_fast_path(x)
+        fast = g(x, lengths)
+        g.fast_inference = False
+        try:
+            ref = g(x, lengths)
+        finally:
+            g.fast_inference = True
+    return fast, ref
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_fast_path_equals_reference_real_configs(version):
+    h = config(version)
+    g = seeded_generator(h)
+    x = torch.randn(2, h.num_mels, 9, generator=torch.Generator().manual_seed(1))
+    fast, ref = both_paths(g, x)
+    assert fast.shape == ref.shape == (2, 1, 9 * h.hop_size)
+    assert ref.abs().max() > 0.05  # activations are not trivially small
+    assert (fast - ref).abs().max() < FAST_TOL
+    # zero-padded batch with lengths: masked like the reference path
+    fast, ref = both_paths(g, x, torch.tensor([9, 5]))
+    assert (fast - ref).abs().max() < FAST_TOL
+
+
+@needs_fixtures
+@pytest.mark.parametrize("version", ["v2", "v3"])
+def test_fast_path_on_original_format_checkpoint(version):
+    g = Generator(config(version)).eval()
+    ckpt = torch.load(os.path.join(FIXTURES, f"g_{version}_original_format.pt"), map_location="cpu", weights_only=True)
+    g.load_state_dict(ckpt["generator"])
+    g.remove_weight_norm()
+    mel = torch.from_numpy(np.load(os.path.join(FIXTURES, "mel_LJ001-0002.npy")))
+    expected = torch.from_numpy(np.load(os.path.join(FIXTURES, f"expected_{version}_LJ001-0002.npy")))
+    fast, ref = both_paths(g, mel)
+    assert (fast - ref).abs().max() < FAST_TOL
+    assert (fast - expected).abs().max() < FAST_TOL  # the authors' output for this checkpoint
+
+
+@pytest.mark.parametrize(
+    "kernel,rate",
+    sorted({(k, u) for v in VERSIONS for u, k in zip(config(v).upsample_rates, config(v).upsample_kernel_sizes)})
+    + [(3, 1), (5, 3), (7, 3), (6, 2)],
+)
+def test_polyphase_equals_conv_transpose(kernel, rate):
+    torch.manual_seed(kernel * 10 + rate)
+    c_in, c_out, t = 6, 5, 13
+    w, b = torch.randn(c_in, c_out, kernel), torch.randn(c_out)
+    x = torch.randn(2, c_in, t)
+    padding = (kernel - rate) // 2
+    ref = F.conv_transpose1d(x, w, b, stride=rate, padding=padding)
+    wp, bp, pad = polyphase_weight(w, b, rate, padding)
+    y = F.conv1d(x, wp, bp, padding=pad)  # (B, rate * C_out, T): block phi = samples m * rate + phi
+    out = y.view(2, rate, c_out, t).permute(0, 2, 3, 1).reshape(2, c_out, t * rate)
+    assert ref.shape == out.shape == (2, c_out, t * rate)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
+
+
+def test_polyphase_rejects_other_lengths():
+    with pytest.raises(ValueError, match="kernel - rate == 2"):
+        polyphase_weight(torch.randn(2, 2, 5), torch.randn(2), 2, 1)
+
+
+def test_fast_path_used_only_when_safe():
+    h = tiny_config("v1")
+    g = Generator(h).eval()
+    x = torch.randn(1, h.num_mels, 4)
+    with torch.inference_mode():
+        assert not g.uses_fast_path(x)  # weight norm still on
+    g.remove_weight_norm()
+    with torch.inference_mode():
+        assert g.uses_fast_path(x)
+        assert not g.uses_fast_path(x.to(torch.bfloat16))
+        g.fast_inference = False
+        assert not g.uses_fast_path(x)
+        g.fast_inference = True
+    with torch.no_grad():
+        assert g.uses_fast_path(x)
+    assert not g.uses_fast_path(x)  # autograd on
+    g.train()
+    with torch.no_grad():
+        assert not g.uses_fast_path(x)
+
+
+def test_tracing_sees_the_reference_graph():
+    h = tiny_config("v3")
+    g = seeded_generator(h)
+    x = torch.randn(1, h.num_mels, 5)
+    with torch.no_grad():
+        traced = torch.jit.trace(g, x, check_trace=False)
+        graph = str(traced.graph)
+        assert "_convolution_pointwise" not in graph  # the fast path's oneDNN ops are not traced
+        torch.testing.assert_close(traced(x), g(x), rtol=0, atol=FAST_TOL)
+
+
+def test_fast_weights_follow_parameter_changes_and_state_dict_is_unchanged():
+    h = tiny_config("v2")
+    g = seeded_generator(h)
+    keys = list(g.state_dict())
+    x = torch.randn(1, h.num_mels, 6)
+    before, _ = both_paths(g, x)
+    with torch.no_grad():
+        g.ups[1].weight.mul_(1.7)  # in place: same storage, new version
+    after, ref = both_paths(g, x)
+    assert (after - before).abs().max() > 1e-3
+    assert (after - ref).abs().max() < FAST_TOL
+    g2 = seeded_generator(h, seed=5)
+    g.load_state_dict(g2.state_dict())  # copied into the same parameters
+    loaded, ref = both_paths(g, x)
+    assert (loaded - ref).abs().max() < FAST_TOL and (loaded - after).abs().max() > 1e-3
+    assert list(g.state_dict()) == keys  # the prepared weights are not part of the state dict
+
+
+def test_fallback_without_onednn_fusion(monkeypatch):
+    """Builds without oneDNN's fused convolution run the same plan on F.conv2d."""
+    monkeypatch.setattr(models, "_onednn_weight", lambda *args: None)
+    for version in VERSIONS:
+        h = tiny_config(version)
+        g = seeded_generator(h)
+        fast, ref = both_paths(g, torch.randn(2, h.num_mels, 7), torch.tensor([7, 3]))
+        assert g._fast.conv_pre.packed is None
+        assert (fast - ref).abs().max() < FAST_TOL
+
+
+# ---------------------------------------------------------------------------------------------
+# Training step
+# ---------------------------------------------------------------------------------------------
+
+
+def msd_losses(msd, y, y_hat):
+    """(discriminator loss, generator adversarial + feature-matching loss) of the MSD."""
+    real, fake, fmap_real, fmap_fake = msd(y, y_hat)
+    return discriminator_loss(real, fake)[0], generator_loss(fake)[0] + feature_loss(fmap_real, fmap_fake)
+
+
+def test_frozen_discriminator_gives_the_same_generator_gradients():
+    torch.manual_seed(0)
+    h = tiny_config("v3")
+    g = Generator(h)
+    msd = MultiScaleDiscriminator()
+    x, y = torch.randn(1, h.num_mels, 4), torch.randn(1, 1, 4 * h.hop_size)
+    state = {k: v.clone() for k, v in msd.state_dict().items()}
+
+    def generator_grads():
+        _, g_loss = msd_losses(msd, y, g(x))
+        g_loss.backward()
+        grads = [p.grad.clone() for p in g.parameters()]
+        g.zero_grad(set_to_none=True)
+        return g_loss.detach(), grads
+
+    loss_ref, grads_ref = generator_grads()
+    assert all(p.grad is not None for p in msd.parameters())  # the work `frozen` avoids
+    msd.zero_grad(set_to_none=True)
+    msd.load_state_dict(state)
+    with frozen(msd):
+        loss, grads = generator_grads()
+    assert all(p.grad is None for p in msd.parameters())
+    assert all(p.requires_grad for p in msd.parameters())  # restored
+    torch.testing.assert_close(loss, loss_ref, rtol=1e-6, atol=0)
+    for got, want in zip(grads, grads_ref):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6 * want.abs().max().item() + 1e-12)
