@@ -91,12 +91,16 @@ def _mel_basis(sampling_rate: int, n_fft: int, num_mels: int, fmin: float, fmax,
     from librosa.filters import mel as librosa_mel_fn
 
     mel = librosa_mel_fn(sr=sampling_rate, n_fft=n_fft, n_mels=num_mels, fmin=fmin, fmax=fmax)
-    return torch.from_numpy(mel).float().to(device)
+    # The cache outlives the caller's mode: a tensor made under inference_mode could not be used in
+    # a later autograd graph (training after vocoding in one process).
+    with torch.inference_mode(False):
+        return torch.from_numpy(mel).float().to(device)
 
 
 @functools.lru_cache(maxsize=64)
 def _hann_window(win_size: int, device: torch.device) -> torch.Tensor:
-    return torch.hann_window(win_size).to(device)
+    with torch.inference_mode(False):  # see _mel_basis
+        return torch.hann_window(win_size).to(device)
 
 
 def mel_spectrogram(

@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import datetime
 import itertools
+import math
 import os
 import signal
 import sys
@@ -52,6 +53,8 @@ from utils import (
 MEL_LOSS_WEIGHT = 45  # lambda_mel, eq. 7 (lambda_fm = 2 is inside feature_loss)
 MAX_CONSECUTIVE_NONFINITE = 20  # skipped steps in a row that stop the run
 NUM_LOGGED_VALIDATION_ITEMS = 5  # audio and spectrogram figures for items 0..4, as the original
+NUM_METRIC_VALIDATION_ITEMS = 3  # --validation_metrics: PESQ and MR-STFT on the first 3 clips
+VALIDATION_METRIC_TAGS = {"pesq_wb": "validation/pesq", "mrstft": "validation/mrstft"}  # evaluate.py column -> tag
 DIST_TIMEOUT = datetime.timedelta(hours=2)  # ranks wait at a barrier during rank-0 validation
 DEMO_DIR = "demo_data"
 # Test hooks (environment): seconds to sleep inside each checkpoint write, and steps whose input
@@ -280,9 +283,11 @@ def log_step(sw, steps: int, terms: dict, lr: float, seconds: float, nonfinite_t
     sw.add_scalar("training/nonfinite_steps", nonfinite_total, steps)
 
 
-def validate(generator, validation_loader, h, device, sw, steps: int) -> float:
-    """Mel L1 over the validation set (rank 0), with audio and spectrograms for the first items."""
+def validate(generator, validation_loader, h, device, sw, steps: int, metrics=None) -> float:
+    """Mel L1 over the validation set (rank 0), with audio and spectrograms for the first items;
+    `metrics` (evaluate.py names, from --validation_metrics) are logged for the first few clips."""
     generator.eval()
+    scores = []
     if device.type == "cuda":
         torch.cuda.empty_cache()
     val_err_tot, n = 0.0, 0
@@ -294,6 +299,10 @@ def validate(generator, validation_loader, h, device, sw, steps: int) -> float:
             frames = min(y_mel.size(-1), y_g_hat_mel.size(-1))
             val_err_tot += F.l1_loss(y_mel[..., :frames], y_g_hat_mel[..., :frames]).item()
             n += 1
+            if metrics and j < NUM_METRIC_VALIDATION_ITEMS:
+                from evaluate import compute_metrics
+
+                scores.append(compute_metrics(y[0].numpy(), y_g_hat[0, 0].float().cpu().numpy(), h, metrics))
             if j < NUM_LOGGED_VALIDATION_ITEMS:
                 if steps == 0:
                     sw.add_audio(f"gt/y_{j}", y[0], steps, h.sampling_rate)
@@ -303,6 +312,10 @@ def validate(generator, validation_loader, h, device, sw, steps: int) -> float:
                 sw.add_figure(f"generated/y_hat_spec_{j}", plot_spectrogram(y_hat_spec.squeeze(0).cpu().numpy()), steps)
     val_err = val_err_tot / max(n, 1)
     sw.add_scalar("validation/mel_spec_error", val_err, steps)
+    for column, tag in VALIDATION_METRIC_TAGS.items():
+        values = [s[column] for s in scores if column in s and math.isfinite(s[column])]
+        if values:
+            sw.add_scalar(tag, sum(values) / len(values), steps)
     generator.train()
     return val_err
 
@@ -364,9 +377,14 @@ def train(local_rank: int, a, h, world_size: int, rank_offset: int = 0) -> None:
     sampler, train_loader, validation_loader = build_loaders(
         a, h, batch_size, world_size, rank, is_master, pin=device.type == "cuda"
     )
-    sw = None
+    sw, val_metrics = None, None
     if is_master:
         from torch.utils.tensorboard import SummaryWriter
+
+        if a.validation_metrics:
+            from evaluate import available_metrics
+
+            val_metrics = available_metrics(["pesq", "mrstft"])
 
         sw = SummaryWriter(os.path.join(a.checkpoint_path, "logs"))
 
@@ -497,7 +515,7 @@ def train(local_rank: int, a, h, world_size: int, rank_offset: int = 0) -> None:
                         a.keep_checkpoints,
                     )
                 if steps % a.validation_interval == 0:
-                    validate(generator, validation_loader, h, device, sw, steps)
+                    validate(generator, validation_loader, h, device, sw, steps, val_metrics)
             if world_size > 1:
                 dist.barrier()
             steps += 1
@@ -569,6 +587,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--demo",
         action="store_true",
         help=f"create a small synthetic dataset in {DEMO_DIR}/ and train on it (no download needed)",
+    )
+    parser.add_argument(
+        "--validation_metrics",
+        action="store_true",
+        help="also log PESQ (needs the pesq package) and MR-STFT of the first validation clips to TensorBoard "
+        "(validation/pesq, validation/mrstft; rank 0, slower validation)",
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for user errors")
     return parser.parse_args(argv)

@@ -55,3 +55,15 @@ def harmonic(seconds: float = 1.0, sr: int = 22050, f0: float = 140.0, seed: int
 def write_wav(path, audio: np.ndarray, sr: int = 22050, subtype: str = "PCM_16") -> str:
     sf.write(path, audio, sr, subtype=subtype)
     return str(path)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of small-tensor tests: on a busy 2-core machine two threads
+    spin against each other and run several times slower. Restores the previous count."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -219,3 +219,15 @@ def test_demo_dataset(tmp_path):
     y, sr = load_wav(os.path.join(wavs, ids[0] + ".wav"))
     assert sr == 22050 and 2.0 <= len(y) / sr <= 4.0 and 0.3 < np.abs(y).max() <= 0.61
     assert sf.info(os.path.join(wavs, ids[0] + ".wav")).subtype == "PCM_16"
+
+
+def test_mel_cache_filled_under_inference_mode_serves_training():
+    """A filterbank first built under inference_mode must still work in an autograd graph."""
+    meldataset._mel_basis.cache_clear()
+    meldataset._hann_window.cache_clear()
+    y = torch.randn(1, 4096)
+    with torch.inference_mode():
+        mel_spectrogram(y, 1024, 80, 22050, 256, 1024, 0, 8000)
+    y_grad = y.clone().requires_grad_(True)
+    mel_spectrogram(y_grad, 1024, 80, 22050, 256, 1024, 0, 8000).sum().backward()
+    assert y_grad.grad is not None and torch.isfinite(y_grad.grad).all()

@@ -1,0 +1,192 @@
+"""check_mel.py: mels made each wrong way from a synthetic speech-like signal are recognised, with
+and without the source wav; a correct mel passes; the CLI's exit status."""
+
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+from conftest import LJ_WAVS, config, needs_ljspeech, write_wav
+
+import check_mel
+from meldataset import load_wav, mel_from_config, mel_spectrogram, synth_speechlike
+
+SR = 22050
+
+
+@pytest.fixture(scope="module")
+def h():
+    return config("v1")
+
+
+@pytest.fixture(scope="module")
+def audio():
+    """2 s of speech-like signal between 0.2 s pauses of digital silence (as recordings have)."""
+    y = synth_speechlike(2.0, SR, np.random.default_rng(0))
+    pause = np.zeros(SR // 5, np.float32)
+    return np.concatenate([pause, y, pause])
+
+
+def mel_of(y, h, **changes) -> np.ndarray:
+    """(num_mels, T) mel of this frontend with some parameters changed."""
+    p = dict(n_fft=h.n_fft, num_mels=h.num_mels, sampling_rate=SR, hop_size=h.hop_size, win_size=h.win_size)
+    p.update(fmin=h.fmin, fmax=h.fmax)
+    p.update(changes)
+    return mel_spectrogram(torch.from_numpy(np.asarray(y, np.float32)), **p)[0].numpy()
+
+
+def centre_padded(y, h) -> np.ndarray:
+    """librosa/torchaudio style: center=True, no extra padding -> floor(n / hop) + 1 frames."""
+    import librosa
+
+    window = torch.hann_window(h.win_size)
+    spec = torch.stft(
+        torch.from_numpy(y), h.n_fft, h.hop_size, h.win_size, window=window, center=True, return_complex=True
+    )
+    basis = librosa.filters.mel(sr=SR, n_fft=h.n_fft, n_mels=h.num_mels, fmin=h.fmin, fmax=h.fmax)
+    return np.log(np.maximum(basis @ spec.abs().numpy(), 1e-5))
+
+
+def tacotron_db(ln_mel):
+    return 20 * np.log10(np.maximum(np.exp(ln_mel), 1e-5)) - 20  # ref_level_db 20, floor -100 dB
+
+
+def wrong_mels(y, h) -> dict:
+    """code expected -> a mel made that wrong way."""
+    ln = mel_from_config(torch.from_numpy(y), h)[0].numpy()
+    return {
+        "orientation": ln.T,
+        "bands": mel_of(y, h, num_mels=64),
+        "log10": ln / math.log(10),
+        "db": 20 * np.log10(np.exp(ln)),  # amplitude_to_db / 10 log10(power)
+        "linear": np.exp(ln),
+        "standardized": (ln - ln.mean()) / ln.std(),
+        "range01": np.clip((tacotron_db(ln) + 100) / 100, 0, 1),
+        "symmetric4": np.clip(8 * (tacotron_db(ln) + 100) / 100 - 4, -4, 4),
+        "level": mel_of(y * 32768, h),  # audio read as int16 and not scaled
+        "floor": np.log(np.maximum(np.exp(ln) * np.where(ln <= math.log(1e-5), 1e-4, 1.0), 1e-10)),  # clamp 1e-10
+    }
+
+
+def codes(findings, severity="error"):
+    return sorted({f.code for f in findings if f.severity == severity})
+
+
+def test_correct_mel_passes(audio, h):
+    ln = mel_from_config(torch.from_numpy(audio), h)[0].numpy()
+    assert check_mel.check_mel(ln, h) == []
+    assert check_mel.check_mel(ln, h, audio) == []
+    assert check_mel.check_mel(ln[None], h, audio) == []  # (1, 80, T) is accepted too
+    assert check_mel.check_mel(ln.astype(np.float64), h) == []
+
+
+@needs_ljspeech
+def test_real_speech_correct_and_wrong_mels(h):
+    """Every LJ Speech clip: the right mel passes; wrong ones are recognised from their values alone."""
+    names = sorted(n for n in os.listdir(LJ_WAVS) if n.endswith(".wav"))
+    assert len(names) >= 10
+    for i, name in enumerate(names):
+        y, _ = load_wav(os.path.join(LJ_WAVS, name))
+        ln = mel_from_config(torch.from_numpy(y), h)[0].numpy()
+        assert check_mel.check_mel(ln, h) == [], name
+        if i < 3:  # the comparison with the wav is slower: a few clips
+            assert check_mel.check_mel(ln, h, y) == [], name
+        for expected, mel in (
+            ("log10", ln / math.log(10)),
+            ("db", 20 * np.log10(np.exp(ln))),
+            ("standardized", (ln - ln.mean()) / ln.std()),
+            ("symmetric4", np.clip(8 * (tacotron_db(ln) + 100) / 100 - 4, -4, 4)),
+            ("range01", np.clip((tacotron_db(ln) + 100) / 100, 0, 1)),
+            ("linear", np.exp(ln)),
+        ):
+            assert codes(check_mel.check_mel(mel, h)) == [expected], (name, expected)
+
+
+@pytest.mark.parametrize("with_wav", [False, True], ids=["statistics", "against-wav"])
+def test_each_wrong_kind_is_recognised(audio, h, with_wav):
+    for expected, mel in wrong_mels(audio, h).items():
+        found = check_mel.check_mel(mel, h, audio if with_wav else None)
+        assert codes(found) == [expected], (expected, found)
+        assert all(f.message for f in found)
+
+
+def test_wav_comparison_names_the_exact_scale(audio, h):
+    """With the wav, the affine map gives the log base / dB factor and the conversion."""
+    ln = mel_from_config(torch.from_numpy(audio), h)[0].numpy()
+    (f,) = check_mel.check_mel(10 * np.log10(np.exp(ln)), h, audio)  # 10 log10 of the magnitude
+    assert f.code == "db" and "10*log10 of the mel magnitude (dB)" in f.message and "/ 4.343" in f.message
+    (f,) = check_mel.check_mel(20 * np.log10(np.exp(ln)), h, audio)
+    assert "20*log10" in f.message and "/ 8.686" in f.message
+    (f,) = check_mel.check_mel(2 * ln, h, audio)  # natural log of the power: the floor is only a guess without wav
+    assert f.code == "ln_power"
+    (f,) = check_mel.check_mel(np.exp(2 * ln), h, audio)
+    assert f.code == "linear" and "power" in f.message
+
+
+def test_frames_centre_padding_needs_the_wav(audio, h):
+    mel = centre_padded(audio, h)
+    assert mel.shape[1] == audio.size // h.hop_size + 1
+    assert check_mel.check_mel(mel, h) == []  # the values alone look right
+    found = check_mel.check_mel(mel, h, audio)
+    assert codes(found) == ["frames_center"] and "center=False" in found[0].message
+    short = mel_from_config(torch.from_numpy(audio), h)[0].numpy()[:, :-10]  # e.g. another hop size
+    found = check_mel.check_mel(short, h, audio)
+    assert codes(found) == ["frames"] and f"gives floor({audio.size} / 256) = {audio.size // 256}" in found[0].message
+
+
+def test_fmax_mismatch_needs_the_wav(audio, h):
+    mel = mel_of(audio, h, fmax=None)  # sampling_rate / 2 instead of the config's 8000
+    assert check_mel.check_mel(mel, h) == []
+    found = check_mel.check_mel(mel, h, audio)
+    assert codes(found) == ["fmax"] and "fmax=11025" in found[0].message and "fmax=8000" in found[0].message
+
+
+def test_per_band_standardization(audio, h):
+    ln = mel_from_config(torch.from_numpy(audio), h)[0].numpy()
+    mel = (ln - ln.mean(1, keepdims=True)) / ln.std(1, keepdims=True)
+    assert codes(check_mel.check_mel(mel, h)) == ["standardized"]
+    (f,) = check_mel.check_mel(mel, h, audio)
+    assert f.code == "standardized" and "per mel band" in f.message
+
+
+def test_tts_like_mels_pass_with_warnings_only(audio, h):
+    """Predicted mels are smooth and overshoot the floor a little: not an error."""
+    from scipy.ndimage import uniform_filter
+
+    ln = mel_from_config(torch.from_numpy(audio), h)[0].numpy()
+    noisy = ln + 0.3 * np.random.default_rng(0).standard_normal(ln.shape)
+    assert codes(check_mel.check_mel(noisy, h, audio)) == [] and codes(check_mel.check_mel(noisy, h), "warning") == [
+        "floor"
+    ]
+    assert check_mel.check_mel(uniform_filter(ln, (3, 5)), h, audio) == []
+    assert codes(check_mel.check_mel(ln[:, :-2], h, audio), "warning") == ["frames"]  # fine-tuning trims 2 frames
+
+
+def test_nonfinite_and_bad_shapes(h):
+    mel = np.zeros((80, 50), np.float32)
+    mel[3, 4] = np.nan
+    assert codes(check_mel.check_mel(mel, h)) == ["nonfinite"]
+    assert codes(check_mel.check_mel(np.zeros((2, 80, 50)), h)) == ["shape"]
+
+
+def test_cli_exit_status_and_lines(tmp_path, audio, h, capsys):
+    good, bad, wavs = tmp_path / "good", tmp_path / "bad", tmp_path / "wavs"
+    for d in (good, bad, wavs):
+        d.mkdir()
+    write_wav(wavs / "a.wav", audio, subtype="FLOAT")
+    ln = mel_from_config(torch.from_numpy(audio), h)[0].numpy()
+    np.save(good / "a.npy", ln)
+    np.save(bad / "a.npy", ln.T / math.log(10))
+    with pytest.raises(SystemExit) as e:
+        check_mel.main([str(good), "--wavs_dir", str(wavs)])
+    assert e.value.code == 0 and "1 of 1 mel file(s) compatible" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        check_mel.main([str(bad / "a.npy"), "--wavs_dir", str(wavs)])
+    out = capsys.readouterr().out
+    assert e.value.code == 1
+    assert "a.npy: error [orientation]" in out and "save mel.T" in out
+    assert "a.npy: error [log10]" in out and "0 of 1 mel file(s) compatible (log10 x1, orientation x1)" in out
+    with pytest.raises(SystemExit) as e:
+        check_mel.main([str(tmp_path / "missing")])
+    assert e.value.code == 2 and "missing: no such file or folder" in capsys.readouterr().err
