@@ -13,6 +13,7 @@ Checkpoints `g_XXXXXXXX` / `do_XXXXXXXX` (the authors' format) go to --checkpoin
 """
 
 import argparse
+import collections
 import contextlib
 import datetime
 import itertools
@@ -52,6 +53,7 @@ from utils import (
 
 MEL_LOSS_WEIGHT = 45  # lambda_mel, eq. 7 (lambda_fm = 2 is inside feature_loss)
 MAX_CONSECUTIVE_NONFINITE = 20  # skipped steps in a row that stop the run
+MAX_PRINTED_WARNINGS = 10  # data-check warnings of one kind printed at start (check_data.py lists all)
 NUM_LOGGED_VALIDATION_ITEMS = 5  # audio and spectrogram figures for items 0..4, as the original
 NUM_METRIC_VALIDATION_ITEMS = 3  # --validation_metrics: PESQ and MR-STFT on the first 3 clips
 VALIDATION_METRIC_TAGS = {"pesq_wb": "validation/pesq", "mrstft": "validation/mrstft"}  # evaluate.py column -> tag
@@ -219,14 +221,59 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
-def build_loaders(a, h, batch_size: int, world_size: int, rank: int, is_master: bool, pin: bool):
-    """(train sampler, train loader, validation loader or None) as the original builds them."""
-    training_filelist, validation_filelist = get_dataset_filelist(a)
-    if len(training_filelist) < batch_size:
+def check_training_data(a, h, world_size: int, is_master: bool) -> None:
+    """Check every listed wav (check_data.py) before any work, the checkpoint folder untouched.
+
+    Errors stop the run, all of them listed, unless --skip_bad_files (then training uses the other
+    files); warnings are printed (the first few of each kind) and training goes on. Sets
+    `a.training_files` / `a.validation_files`. Under torchrun every rank runs the same check on
+    the same files, so all ranks get the same lists.
+    """
+    from check_data import check_filelists, format_problem, summary, usable_files
+
+    start = time.time()
+    mels_dir = a.input_mels_dir if a.fine_tuning else None
+    problems = check_filelists(
+        a.input_training_file,
+        a.input_validation_file,
+        a.input_wavs_dir,
+        h,
+        world_size=world_size,
+        mels_dir=mels_dir,
+        progress=is_master,
+    )
+    errors = [p for p in problems if p.severity == "error"]
+    if is_master:
+        shown = collections.Counter()
+        for p in problems:
+            shown[p.code] += 1
+            if p.severity == "error" or shown[p.code] <= MAX_PRINTED_WARNINGS:
+                print(format_problem(p), file=sys.stderr if p.severity == "error" else sys.stdout, flush=True)
+        for code, n in shown.items():
+            if n > MAX_PRINTED_WARNINGS and not any(p.code == code for p in errors):
+                print(f"... and {n - MAX_PRINTED_WARNINGS} more [{code}] warnings (check_data.py lists them all)")
+        print(f"Data check: {summary(problems)} ({time.time() - start:.1f} s)", flush=True)
+    if errors and not a.skip_bad_files:
         raise UserError(
-            f"{a.input_training_file}: {len(training_filelist)} training files but a batch of {batch_size} "
-            "(drop_last would train on nothing); add files or lower batch_size in the config"
+            f"{len(errors)} data error(s), listed above; fix them, or pass --skip_bad_files to train on the other files"
         )
+    training, validation = get_dataset_filelist(a)
+    fixed = [p for p in errors if p.path not in set(training) | set(validation)]
+    if fixed:
+        raise UserError(f"{fixed[0].message} (--skip_bad_files cannot leave this out)")
+    a.training_files, a.validation_files = usable_files(training, errors), usable_files(validation, errors)
+    if errors and is_master:
+        print(
+            f"--skip_bad_files: training on {len(a.training_files)} of {len(training)} training files and "
+            f"validating on {len(a.validation_files)} of {len(validation)}",
+            flush=True,
+        )
+
+
+def build_loaders(a, h, batch_size: int, world_size: int, rank: int, is_master: bool, pin: bool):
+    """(train sampler, train loader, validation loader or None) as the original builds them, over
+    the checked file lists of check_training_data."""
+    training_filelist, validation_filelist = a.training_files, a.validation_files
     mel_args = (h.segment_size, h.n_fft, h.num_mels, h.hop_size, h.win_size, h.sampling_rate, h.fmin, h.fmax)
     # NOTE: single-process training shuffles the file list once (seeded) and then iterates it
     # in that order every epoch, as the original (random crops still differ).
@@ -594,6 +641,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="also log PESQ (needs the pesq package) and MR-STFT of the first validation clips to TensorBoard "
         "(validation/pesq, validation/mrstft; rank 0, slower validation)",
     )
+    parser.add_argument(
+        "--skip_bad_files",
+        action="store_true",
+        help="leave out the listed files that the data check finds errors in and train on the others "
+        "(default: list the errors and stop)",
+    )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for user errors")
     return parser.parse_args(argv)
 
@@ -615,16 +668,18 @@ def main(argv=None) -> None:
             wavs, train_list, val_list = make_demo_dataset(DEMO_DIR, h.sampling_rate)
             a.input_wavs_dir, a.input_training_file, a.input_validation_file = wavs, train_list, val_list
             print(f"Demo data: {len(open(train_list).readlines())} training clips in {wavs}")
+        torchrun = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+        if torchrun:
+            world_size = int(os.environ["WORLD_SIZE"])
+        else:  # one machine, N GPUs: one process per GPU (as the original); several machines: torchrun
+            world_size = torch.cuda.device_count() if a.device == "cuda" else 1
+        check_batch(h, world_size)
+        check_training_data(a, h, world_size, is_master=int(os.environ.get("RANK", 0)) == 0)
         build_env(a.config, "config.json", a.checkpoint_path)
 
-        if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:  # launched by torchrun
-            world_size = int(os.environ["WORLD_SIZE"])
-            check_batch(h, world_size)
+        if torchrun:
             train(int(os.environ.get("LOCAL_RANK", 0)), a, h, world_size)
             return
-        # One machine, N GPUs: one process per GPU (as the original). Several machines: torchrun.
-        world_size = torch.cuda.device_count() if a.device == "cuda" else 1
-        check_batch(h, world_size)
         if world_size > 1:
             print(f"Batch size per GPU : {h.batch_size // world_size}")
             mp.spawn(run_process, nprocs=world_size, args=(a, h, world_size, 0))
