@@ -48,7 +48,9 @@ from utils import (
     load_checkpoint,
     load_config,
     plot_spectrogram,
+    remove_temp_files,
     save_checkpoint,
+    scan_checkpoint,
 )
 
 MEL_LOSS_WEIGHT = 45  # lambda_mel, eq. 7 (lambda_fm = 2 is inside feature_loss)
@@ -114,9 +116,15 @@ def load_newest_pair(cp_dir: str, generator, mpd, msd, device, is_master: bool):
     """Load the newest complete (g_, do_) pair from `cp_dir` into the models.
 
     A pair that fails to load (truncated file, another model) is reported by name and the next
-    older one is tried. Returns the `do_` dict (optimizer states, steps, epoch) or None.
+    older one is tried. Returns the `do_` dict (optimizer states, steps, epoch), or None when the
+    folder holds no pair; `CheckpointError` when it holds pairs but none loads (starting over
+    would silently throw a run away). Unfinished temp files of killed writes are removed first.
     """
-    for cp_do in reversed(list_checkpoints(cp_dir, "do_")):
+    if is_master:
+        for path in remove_temp_files(cp_dir):
+            print(f"Removed {path} (an unfinished checkpoint write)", flush=True)
+    pairs = list_checkpoints(cp_dir, "do_")
+    for cp_do in reversed(pairs):
         cp_g = os.path.join(cp_dir, "g_" + cp_do[-8:])
         try:
             if not os.path.isfile(cp_g):
@@ -131,11 +139,17 @@ def load_newest_pair(cp_dir: str, generator, mpd, msd, device, is_master: bool):
             msd.load_state_dict(state_do["msd"])
         except (CheckpointError, RuntimeError, KeyError) as e:
             if is_master:
-                print(f"WARNING: skipping checkpoint {cp_do[-8:]}: {str(e).splitlines()[0]}", flush=True)
+                reason = " ".join(line.strip() for line in str(e).splitlines()[:2])  # torch: header + first error
+                print(f"WARNING: skipping checkpoint {cp_do[-8:]}: {reason}", flush=True)
             continue
         if is_master:
             print(f"Resuming from {cp_g} and {cp_do} (step {state_do['steps']}, epoch {state_do['epoch']})")
         return state_do
+    if pairs:
+        raise CheckpointError(
+            f"{cp_dir}: none of its {len(pairs)} checkpoint pair(s) loads (reasons above); use another "
+            "--checkpoint_path to start over, or the config these checkpoints were trained with"
+        )
     return None
 
 
@@ -152,22 +166,31 @@ def save_checkpoints(cp_dir: str, steps: int, epoch: int, generator, mpd, msd, o
         "steps": steps,
         "epoch": epoch,
     }
+    previous = scan_checkpoint(cp_dir, "do_")
     try:
         save_checkpoint(g_path, {"generator": generator.state_dict()})
         if slow:
             time.sleep(slow)
         save_checkpoint(do_path, state_do)
     except OSError as e:
+        if os.path.exists(g_path) and not os.path.exists(do_path):  # half a pair: free its space
+            os.remove(g_path)
+        resume = f"from {os.path.basename(previous)}, which is intact" if previous else "from the start"
         raise CheckpointError(
-            f"{cp_dir}: could not write checkpoint {steps:08d} ({e.strerror or e}); free disk space or "
-            "fix permissions, then restart: training resumes from the previous checkpoint"
+            f"{cp_dir}: could not write checkpoint {steps:08d} ({e.strerror or e}); free disk space or fix "
+            f"permissions, then restart: training resumes {resume}"
         ) from None
     print(f"Saved checkpoints {g_path} and {do_path}", flush=True)
     if keep > 0:
-        for old in list_checkpoints(cp_dir, "do_")[:-keep]:
-            for path in (old, os.path.join(cp_dir, "g_" + old[-8:])):
-                if os.path.exists(path):
-                    os.remove(path)
+        kept = list_checkpoints(cp_dir, "do_")[-keep:]
+        oldest = os.path.basename(kept[0])[len("do_") :]
+        # older pairs, and generators whose do_ never got written (a kill during a save)
+        old = [p for prefix in ("g_", "do_") for p in list_checkpoints(cp_dir, prefix) if p[-8:] < oldest]
+        for path in old:
+            try:
+                os.remove(path)
+            except OSError as e:
+                print(f"WARNING: could not delete old checkpoint {path} ({e.strerror}); delete it by hand")
 
 
 def optimizer_step(loss: torch.Tensor, optimizer, params, scaler) -> tuple[bool, bool]:
@@ -214,6 +237,14 @@ class StopRequest:
 
     def __call__(self, signum, frame) -> None:
         self.signum = signum
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader worker start: leave SIGINT/SIGTERM to the training process, which saves and
+    stops. Ctrl-C in a terminal and SIGTERM from Slurm or systemd reach every process of the group;
+    a worker killed by them would crash the training process before its final checkpoint."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
@@ -297,6 +328,7 @@ def build_loaders(a, h, batch_size: int, world_size: int, rank: int, is_master: 
         pin_memory=pin,
         drop_last=True,
         persistent_workers=workers > 0,
+        worker_init_fn=ignore_stop_signals,
     )
     validation_loader = None
     if is_master:
@@ -310,7 +342,9 @@ def build_loaders(a, h, batch_size: int, world_size: int, rank: int, is_master: 
             fine_tuning=a.fine_tuning,
             base_mels_path=a.input_mels_dir,
         )
-        validation_loader = DataLoader(validset, num_workers=min(1, workers), batch_size=1, pin_memory=pin)
+        validation_loader = DataLoader(
+            validset, num_workers=min(1, workers), batch_size=1, pin_memory=pin, worker_init_fn=ignore_stop_signals
+        )
     return sampler, train_loader, validation_loader
 
 
@@ -511,6 +545,9 @@ def train(local_rank: int, a, h, world_size: int, rank_offset: int = 0) -> None:
                         flush=True,
                     )
                 if nonfinite_run >= MAX_CONSECUTIVE_NONFINITE:
+                    if is_master:  # the counter's last value reaches the event file
+                        sw.add_scalar("training/nonfinite_steps", nonfinite_total, steps)
+                        sw.close()
                     raise UserError(
                         f"{MAX_CONSECUTIVE_NONFINITE} steps in a row had non-finite losses or gradients (step "
                         f"{steps}); stopping. The last good checkpoint in {a.checkpoint_path} is intact: check "
@@ -550,17 +587,21 @@ def train(local_rank: int, a, h, world_size: int, rank_offset: int = 0) -> None:
             periodic = steps % a.checkpoint_interval == 0 and steps != 0
             if is_master:
                 if periodic or last_step or stop_now:
-                    save_checkpoints(
-                        a.checkpoint_path,
-                        steps,
-                        epoch,
-                        generator,
-                        mpd,
-                        msd,
-                        optim_g,
-                        optim_d,
-                        a.keep_checkpoints,
-                    )
+                    try:
+                        save_checkpoints(
+                            a.checkpoint_path,
+                            steps,
+                            epoch,
+                            generator,
+                            mpd,
+                            msd,
+                            optim_g,
+                            optim_d,
+                            a.keep_checkpoints,
+                        )
+                    except CheckpointError:
+                        sw.close()  # keep the logged scalars
+                        raise
                 if steps % a.validation_interval == 0:
                     validate(generator, validation_loader, h, device, sw, steps, val_metrics)
             if world_size > 1:
