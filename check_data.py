@@ -80,7 +80,7 @@ def wav_data_shortfall(path: str, size: int, block_align: int) -> tuple[int, int
             f.seek(offset)
             chunk_id, chunk_size = struct.unpack("<4sI", f.read(8))
             if chunk_id == b"data":
-                if chunk_size in (0, 0xFFFFFFFF):  # streaming writers leave the size unknown
+                if chunk_size == 0xFFFFFFFF:  # streaming writers leave the size unknown; libsndfile reads on
                     return None
                 present = size - offset - 8
                 if chunk_size <= present:
@@ -425,10 +425,10 @@ def check_filelists(
             if not os.path.isfile(mel):
                 problems.append(
                     Problem(
-                        e.path,
+                        path,
                         "error",
                         "missing_mel",
-                        f"{mel}: mel of {e.path} not found; fine-tuning needs <input_mels_dir>/<id>.npy for each wav",
+                        f"{mel}: mel of {path} not found; fine-tuning needs <input_mels_dir>/<id>.npy for each wav",
                     )
                 )
 
