@@ -155,13 +155,22 @@ def mel_from_config(y: torch.Tensor, h, fmax_for_loss: bool = False) -> torch.Te
 # ---------------------------------------------------------------------------------------------
 
 
+def filelist_entry(line: str, wavs_dir: str) -> tuple[str, str]:
+    """One `id|text...` filelist line -> (id, `<wavs_dir>/<id>.wav`)."""
+    uid = line.split("|")[0].strip()
+    return uid, os.path.join(wavs_dir, uid + ".wav")
+
+
 def read_filelist(path: str, wavs_dir: str) -> list[str]:
     """LJSpeech-style `id|text...` lines -> `<wavs_dir>/<id>.wav` paths (blank lines skipped)."""
     if not os.path.isfile(path):
         raise UserError(f"{path}: filelist not found; pass --input_training_file / --input_validation_file")
-    with open(path, encoding="utf-8") as fi:
-        ids = [line.split("|")[0].strip() for line in fi.read().split("\n") if line.strip()]
-    return [os.path.join(wavs_dir, i + ".wav") for i in ids]
+    try:
+        with open(path, encoding="utf-8") as fi:
+            lines = fi.read().split("\n")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save the filelist as UTF-8") from None
+    return [filelist_entry(line, wavs_dir)[1] for line in lines if line.strip()]
 
 
 def get_dataset_filelist(a) -> tuple[list[str], list[str]]:

@@ -98,7 +98,7 @@ def check_entries(entries: list, wavs_dir: str, h=None, notify=print) -> list:
         problems = check_wav(path, h) if check_wav is not None else []
         for p in problems:
             action = "excluded" if p.severity == "error" else "warning"
-            notify(f"{action}: {p.path}: [{p.code}] {p.message}")
+            notify(f"{action}: [{p.code}] {p.message}")  # the message names the file
         if not any(p.severity == "error" for p in problems):
             kept.append(entry)
     return kept

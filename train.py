@@ -13,6 +13,7 @@ Checkpoints `g_XXXXXXXX` / `do_XXXXXXXX` (the authors' format) go to --checkpoin
 """
 
 import argparse
+import collections
 import contextlib
 import datetime
 import itertools
@@ -47,11 +48,14 @@ from utils import (
     load_checkpoint,
     load_config,
     plot_spectrogram,
+    remove_temp_files,
     save_checkpoint,
+    scan_checkpoint,
 )
 
 MEL_LOSS_WEIGHT = 45  # lambda_mel, eq. 7 (lambda_fm = 2 is inside feature_loss)
 MAX_CONSECUTIVE_NONFINITE = 20  # skipped steps in a row that stop the run
+MAX_PRINTED_WARNINGS = 10  # data-check warnings of one kind printed at start (check_data.py lists all)
 NUM_LOGGED_VALIDATION_ITEMS = 5  # audio and spectrogram figures for items 0..4, as the original
 NUM_METRIC_VALIDATION_ITEMS = 3  # --validation_metrics: PESQ and MR-STFT on the first 3 clips
 VALIDATION_METRIC_TAGS = {"pesq_wb": "validation/pesq", "mrstft": "validation/mrstft"}  # evaluate.py column -> tag
@@ -112,9 +116,15 @@ def load_newest_pair(cp_dir: str, generator, mpd, msd, device, is_master: bool):
     """Load the newest complete (g_, do_) pair from `cp_dir` into the models.
 
     A pair that fails to load (truncated file, another model) is reported by name and the next
-    older one is tried. Returns the `do_` dict (optimizer states, steps, epoch) or None.
+    older one is tried. Returns the `do_` dict (optimizer states, steps, epoch), or None when the
+    folder holds no pair; `CheckpointError` when it holds pairs but none loads (starting over
+    would silently throw a run away). Unfinished temp files of killed writes are removed first.
     """
-    for cp_do in reversed(list_checkpoints(cp_dir, "do_")):
+    if is_master:
+        for path in remove_temp_files(cp_dir):
+            print(f"Removed {path} (an unfinished checkpoint write)", flush=True)
+    pairs = list_checkpoints(cp_dir, "do_")
+    for cp_do in reversed(pairs):
         cp_g = os.path.join(cp_dir, "g_" + cp_do[-8:])
         try:
             if not os.path.isfile(cp_g):
@@ -129,11 +139,17 @@ def load_newest_pair(cp_dir: str, generator, mpd, msd, device, is_master: bool):
             msd.load_state_dict(state_do["msd"])
         except (CheckpointError, RuntimeError, KeyError) as e:
             if is_master:
-                print(f"WARNING: skipping checkpoint {cp_do[-8:]}: {str(e).splitlines()[0]}", flush=True)
+                reason = " ".join(line.strip() for line in str(e).splitlines()[:2])  # torch: header + first error
+                print(f"WARNING: skipping checkpoint {cp_do[-8:]}: {reason}", flush=True)
             continue
         if is_master:
             print(f"Resuming from {cp_g} and {cp_do} (step {state_do['steps']}, epoch {state_do['epoch']})")
         return state_do
+    if pairs:
+        raise CheckpointError(
+            f"{cp_dir}: none of its {len(pairs)} checkpoint pair(s) loads (reasons above); use another "
+            "--checkpoint_path to start over, or the config these checkpoints were trained with"
+        )
     return None
 
 
@@ -150,22 +166,31 @@ def save_checkpoints(cp_dir: str, steps: int, epoch: int, generator, mpd, msd, o
         "steps": steps,
         "epoch": epoch,
     }
+    previous = scan_checkpoint(cp_dir, "do_")
     try:
         save_checkpoint(g_path, {"generator": generator.state_dict()})
         if slow:
             time.sleep(slow)
         save_checkpoint(do_path, state_do)
     except OSError as e:
+        if os.path.exists(g_path) and not os.path.exists(do_path):  # half a pair: free its space
+            os.remove(g_path)
+        resume = f"from {os.path.basename(previous)}, which is intact" if previous else "from the start"
         raise CheckpointError(
-            f"{cp_dir}: could not write checkpoint {steps:08d} ({e.strerror or e}); free disk space or "
-            "fix permissions, then restart: training resumes from the previous checkpoint"
+            f"{cp_dir}: could not write checkpoint {steps:08d} ({e.strerror or e}); free disk space or fix "
+            f"permissions, then restart: training resumes {resume}"
         ) from None
     print(f"Saved checkpoints {g_path} and {do_path}", flush=True)
     if keep > 0:
-        for old in list_checkpoints(cp_dir, "do_")[:-keep]:
-            for path in (old, os.path.join(cp_dir, "g_" + old[-8:])):
-                if os.path.exists(path):
-                    os.remove(path)
+        kept = list_checkpoints(cp_dir, "do_")[-keep:]
+        oldest = os.path.basename(kept[0])[len("do_") :]
+        # older pairs, and generators whose do_ never got written (a kill during a save)
+        old = [p for prefix in ("g_", "do_") for p in list_checkpoints(cp_dir, prefix) if p[-8:] < oldest]
+        for path in old:
+            try:
+                os.remove(path)
+            except OSError as e:
+                print(f"WARNING: could not delete old checkpoint {path} ({e.strerror}); delete it by hand")
 
 
 def optimizer_step(loss: torch.Tensor, optimizer, params, scaler) -> tuple[bool, bool]:
@@ -214,19 +239,72 @@ class StopRequest:
         self.signum = signum
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader worker start: leave SIGINT/SIGTERM to the training process, which saves and
+    stops. Ctrl-C in a terminal and SIGTERM from Slurm or systemd reach every process of the group;
+    a worker killed by them would crash the training process before its final checkpoint."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def autocast(device: torch.device, dtype: torch.dtype | None):
     """Mixed-precision context for the networks (a no-op for fp32)."""
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
-def build_loaders(a, h, batch_size: int, world_size: int, rank: int, is_master: bool, pin: bool):
-    """(train sampler, train loader, validation loader or None) as the original builds them."""
-    training_filelist, validation_filelist = get_dataset_filelist(a)
-    if len(training_filelist) < batch_size:
+def check_training_data(a, h, world_size: int, is_master: bool) -> None:
+    """Check every listed wav (check_data.py) before any work, the checkpoint folder untouched.
+
+    Errors stop the run, all of them listed, unless --skip_bad_files (then training uses the other
+    files); warnings are printed (the first few of each kind) and training goes on. Sets
+    `a.training_files` / `a.validation_files`. Under torchrun every rank runs the same check on
+    the same files, so all ranks get the same lists.
+    """
+    from check_data import check_filelists, format_problem, summary, usable_files
+
+    start = time.time()
+    mels_dir = a.input_mels_dir if a.fine_tuning else None
+    problems = check_filelists(
+        a.input_training_file,
+        a.input_validation_file,
+        a.input_wavs_dir,
+        h,
+        world_size=world_size,
+        mels_dir=mels_dir,
+        progress=is_master,
+    )
+    errors = [p for p in problems if p.severity == "error"]
+    if is_master:
+        shown = collections.Counter()
+        for p in problems:
+            shown[p.code] += 1
+            if p.severity == "error" or shown[p.code] <= MAX_PRINTED_WARNINGS:
+                print(format_problem(p), file=sys.stderr if p.severity == "error" else sys.stdout, flush=True)
+        for code, n in shown.items():
+            if n > MAX_PRINTED_WARNINGS and not any(p.code == code for p in errors):
+                print(f"... and {n - MAX_PRINTED_WARNINGS} more [{code}] warnings (check_data.py lists them all)")
+        print(f"Data check: {summary(problems)} ({time.time() - start:.1f} s)", flush=True)
+    if errors and not a.skip_bad_files:
         raise UserError(
-            f"{a.input_training_file}: {len(training_filelist)} training files but a batch of {batch_size} "
-            "(drop_last would train on nothing); add files or lower batch_size in the config"
+            f"{len(errors)} data error(s), listed above; fix them, or pass --skip_bad_files to train on the other files"
         )
+    training, validation = get_dataset_filelist(a)
+    fixed = [p for p in errors if p.path not in set(training) | set(validation)]
+    if fixed:
+        raise UserError(f"{fixed[0].message} (--skip_bad_files cannot leave this out)")
+    a.training_files, a.validation_files = usable_files(training, errors), usable_files(validation, errors)
+    if errors and is_master:
+        print(
+            f"--skip_bad_files: training on {len(a.training_files)} of {len(training)} training files and "
+            f"validating on {len(a.validation_files)} of {len(validation)}",
+            flush=True,
+        )
+
+
+def build_loaders(a, h, batch_size: int, world_size: int, rank: int, is_master: bool, pin: bool):
+    """(train sampler, train loader, validation loader or None) as the original builds them, over
+    the checked file lists of check_training_data."""
+    training_filelist, validation_filelist = a.training_files, a.validation_files
     mel_args = (h.segment_size, h.n_fft, h.num_mels, h.hop_size, h.win_size, h.sampling_rate, h.fmin, h.fmax)
     # NOTE: single-process training shuffles the file list once (seeded) and then iterates it
     # in that order every epoch, as the original (random crops still differ).
@@ -250,6 +328,7 @@ def build_loaders(a, h, batch_size: int, world_size: int, rank: int, is_master: 
         pin_memory=pin,
         drop_last=True,
         persistent_workers=workers > 0,
+        worker_init_fn=ignore_stop_signals,
     )
     validation_loader = None
     if is_master:
@@ -263,7 +342,9 @@ def build_loaders(a, h, batch_size: int, world_size: int, rank: int, is_master: 
             fine_tuning=a.fine_tuning,
             base_mels_path=a.input_mels_dir,
         )
-        validation_loader = DataLoader(validset, num_workers=min(1, workers), batch_size=1, pin_memory=pin)
+        validation_loader = DataLoader(
+            validset, num_workers=min(1, workers), batch_size=1, pin_memory=pin, worker_init_fn=ignore_stop_signals
+        )
     return sampler, train_loader, validation_loader
 
 
@@ -464,6 +545,9 @@ def train(local_rank: int, a, h, world_size: int, rank_offset: int = 0) -> None:
                         flush=True,
                     )
                 if nonfinite_run >= MAX_CONSECUTIVE_NONFINITE:
+                    if is_master:  # the counter's last value reaches the event file
+                        sw.add_scalar("training/nonfinite_steps", nonfinite_total, steps)
+                        sw.close()
                     raise UserError(
                         f"{MAX_CONSECUTIVE_NONFINITE} steps in a row had non-finite losses or gradients (step "
                         f"{steps}); stopping. The last good checkpoint in {a.checkpoint_path} is intact: check "
@@ -503,17 +587,21 @@ def train(local_rank: int, a, h, world_size: int, rank_offset: int = 0) -> None:
             periodic = steps % a.checkpoint_interval == 0 and steps != 0
             if is_master:
                 if periodic or last_step or stop_now:
-                    save_checkpoints(
-                        a.checkpoint_path,
-                        steps,
-                        epoch,
-                        generator,
-                        mpd,
-                        msd,
-                        optim_g,
-                        optim_d,
-                        a.keep_checkpoints,
-                    )
+                    try:
+                        save_checkpoints(
+                            a.checkpoint_path,
+                            steps,
+                            epoch,
+                            generator,
+                            mpd,
+                            msd,
+                            optim_g,
+                            optim_d,
+                            a.keep_checkpoints,
+                        )
+                    except CheckpointError:
+                        sw.close()  # keep the logged scalars
+                        raise
                 if steps % a.validation_interval == 0:
                     validate(generator, validation_loader, h, device, sw, steps, val_metrics)
             if world_size > 1:
@@ -594,6 +682,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="also log PESQ (needs the pesq package) and MR-STFT of the first validation clips to TensorBoard "
         "(validation/pesq, validation/mrstft; rank 0, slower validation)",
     )
+    parser.add_argument(
+        "--skip_bad_files",
+        action="store_true",
+        help="leave out the listed files that the data check finds errors in and train on the others "
+        "(default: list the errors and stop)",
+    )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for user errors")
     return parser.parse_args(argv)
 
@@ -615,16 +709,18 @@ def main(argv=None) -> None:
             wavs, train_list, val_list = make_demo_dataset(DEMO_DIR, h.sampling_rate)
             a.input_wavs_dir, a.input_training_file, a.input_validation_file = wavs, train_list, val_list
             print(f"Demo data: {len(open(train_list).readlines())} training clips in {wavs}")
+        torchrun = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+        if torchrun:
+            world_size = int(os.environ["WORLD_SIZE"])
+        else:  # one machine, N GPUs: one process per GPU (as the original); several machines: torchrun
+            world_size = torch.cuda.device_count() if a.device == "cuda" else 1
+        check_batch(h, world_size)
+        check_training_data(a, h, world_size, is_master=int(os.environ.get("RANK", 0)) == 0)
         build_env(a.config, "config.json", a.checkpoint_path)
 
-        if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:  # launched by torchrun
-            world_size = int(os.environ["WORLD_SIZE"])
-            check_batch(h, world_size)
+        if torchrun:
             train(int(os.environ.get("LOCAL_RANK", 0)), a, h, world_size)
             return
-        # One machine, N GPUs: one process per GPU (as the original). Several machines: torchrun.
-        world_size = torch.cuda.device_count() if a.device == "cuda" else 1
-        check_batch(h, world_size)
         if world_size > 1:
             print(f"Batch size per GPU : {h.batch_size // world_size}")
             mp.spawn(run_process, nprocs=world_size, args=(a, h, world_size, 0))

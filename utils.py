@@ -45,6 +45,7 @@ REQUIRED_KEYS = (
     "dist_config",
 )
 CHECKPOINT_DIGITS = 8  # g_00005000: 8-digit zero-padded step, as the original
+TEMP_SUFFIX = ".tmp"  # save_checkpoint writes `.<name>.<random>.tmp`, then renames it
 
 
 class UserError(Exception):
@@ -179,7 +180,7 @@ def save_checkpoint(filepath: str, obj: dict) -> None:
     A crash or a full disk leaves either the old file or the complete new one, never a torn one.
     """
     folder = os.path.dirname(os.path.abspath(filepath))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(filepath)}.", suffix=".tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(filepath)}.", suffix=TEMP_SUFFIX, dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
@@ -198,6 +199,16 @@ def save_checkpoint(filepath: str, obj: dict) -> None:
             os.close(dfd)
     except OSError:
         pass
+
+
+def remove_temp_files(folder: str) -> list[str]:
+    """Delete the temp files that `save_checkpoint` left in `folder` when it was killed mid-write
+    (`.<name>.<random>.tmp`); returns their paths. Call it only while nothing is saving there."""
+    pattern = os.path.join(glob.escape(folder), f".*{TEMP_SUFFIX}")
+    stale = [p for p in glob.glob(pattern) if re.match(rf"\.(g|do)_\d{{{CHECKPOINT_DIGITS}}}\.", os.path.basename(p))]
+    for path in stale:
+        os.remove(path)
+    return stale
 
 
 def load_checkpoint(filepath: str, device: torch.device | str = "cpu") -> dict:
