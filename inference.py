@@ -34,6 +34,9 @@ DEFAULT_CHUNK_FRAMES = 1024  # mel frames per generator call for long inputs (~1
 MEL_RANGE_SLACK = 0.5  # a mel below log(1e-5) - this is not a natural-log mel of our frontend
 MEL_MAX_PLAUSIBLE = 8.0  # natural-log mel magnitudes of [-1, 1] audio stay well below this
 DISCRIMINATOR_KEYS = ("mpd", "msd", "optim_g", "optim_d")  # what a do_XXXXXXXX file holds
+# --workers auto: below this much audio, starting worker processes (1-3 s each) costs more than
+# it saves
+AUTO_WORKERS_MIN_SECONDS = 60.0
 
 
 def notice(msg: str) -> None:
@@ -576,6 +579,19 @@ def vocode_files(
     return {"files": done, "failed": failed, "seconds": samples / h.sampling_rate, "wall": time.perf_counter() - start}
 
 
+def auto_workers(paths: list[str], kind: str, h, batch_size: int, device: str) -> int:
+    """`--workers 0`: on CPU, one single-threaded process per torch thread (measured faster than
+    one process using all threads, see README "Benchmarks") when there are several batches and
+    at least `AUTO_WORKERS_MIN_SECONDS` of audio; otherwise 1."""
+    if not str(device).startswith("cpu"):
+        return 1
+    groups = -(-len(paths) // max(1, batch_size))
+    seconds = sum(estimate_frames(p, kind, h) for p in paths) * h.hop_size / h.sampling_rate
+    if groups < 2 or seconds < AUTO_WORKERS_MIN_SECONDS:
+        return 1
+    return max(1, min(torch.get_num_threads(), groups))
+
+
 def summary_line(result: dict) -> str:
     """`12 files, 83.1 s of audio in 4.2 s (19.8x real time)` (+ failures)."""
     wall = max(result["wall"], 1e-9)
@@ -621,8 +637,9 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
     p.add_argument(
         "--workers",
         type=int,
-        default=1,
-        help="CPU only: vocode batches in this many processes, each with num_threads / workers threads",
+        default=0,
+        help="CPU only: vocode batches in this many processes, each with num_threads / workers threads; "
+        "0 (default) = one per thread when there is a minute of audio or more, else 1",
     )
     p.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
     return p
@@ -637,8 +654,8 @@ def run(argv: list[str] | None, kind: str) -> int:
             raise UserError(f"--batch_size {a.batch_size}; use 1 or more")
         if a.chunk_frames < 0:
             raise UserError(f"--chunk_frames {a.chunk_frames}; use 0 (no chunking) or a positive number")
-        if a.workers < 1:
-            raise UserError(f"--workers {a.workers}; use 1 or more")
+        if a.workers < 0:
+            raise UserError(f"--workers {a.workers}; use 0 (automatic) or more")
         if a.num_threads:
             torch.set_num_threads(a.num_threads)
         paths = list_inputs(a.input_wavs_dir if kind == "wav" else a.input_mels_dir, kind)
@@ -646,6 +663,10 @@ def run(argv: list[str] | None, kind: str) -> int:
         if a.workers > 1 and not device.startswith("cpu"):
             raise UserError(f"--workers is for CPU inference, the device is {device}; raise --batch_size instead")
         generator, h = load_generator(a.checkpoint_file, a.config, device)
+        workers = a.workers or auto_workers(paths, kind, h, a.batch_size, device)
+        if workers > 1:
+            threads = max(1, torch.get_num_threads() // workers)
+            notice(f"{workers} worker processes with {threads} thread{'s' if threads > 1 else ''} each (--workers)")
         result = vocode_files(
             generator,
             h,
@@ -655,7 +676,7 @@ def run(argv: list[str] | None, kind: str) -> int:
             suffix="_generated" if kind == "wav" else "_generated_e2e",
             batch_size=a.batch_size,
             chunk_frames=a.chunk_frames or None,
-            workers=a.workers,
+            workers=workers,
             progress=sys.stdout.isatty(),
             debug=a.debug,
         )

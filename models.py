@@ -266,6 +266,11 @@ class Generator(_CompatModule):
             and not any(hasattr(m, "_wn_hook") for m in self.modules())
         )
 
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_fast"] = None  # a cache (with oneDNN tensors): never pickled or deep-copied
+        return state
+
     def _fast_forward(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         key = _params_key(self)
         if self._fast is None or self._fast.key != key:
@@ -418,7 +423,7 @@ class _FastGenerator:
         last_level = len(self.ups) - 1
         for i, up in enumerate(self.ups):
             r = self.rates[i]
-            y = up(x)  # (B, r * C, 1, T): channels-last memory (B, T, r, C) = (B, T * r, C)
+            y = up(x).contiguous(memory_format=torch.channels_last)  # memory (B, T, r, C) = (B, T * r, C)
             c, t = y.shape[1] // r, y.shape[-1] * r
             x = y.as_strided((b, c, 1, t), (c * t, 1, c * t, c), y.storage_offset())  # (B, C, 1, T * r)
             scale *= r

@@ -416,9 +416,9 @@ def train(local_rank: int, a, h, world_size: int, rank_offset: int = 0) -> None:
     if device.type == "cuda":
         torch.cuda.manual_seed(h.seed)
         torch.backends.cudnn.benchmark = True
-        if a.amp != "none":  # the user opted into reduced precision: let matmuls use TF32 too
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+        # Convolutions may use TF32 (torch's default, as in the authors' runs). TF32 matmuls stay
+        # off: the networks have none, and the one matmul, the mel filterbank, is kept fp32.
+        torch.backends.cudnn.allow_tf32 = True
 
     generator = Generator(h).to(device)
     mpd = MultiPeriodDiscriminator().to(device)

@@ -33,6 +33,7 @@ from common import (
     set_threads,
     stats,
     timed,
+    timed_cpu,
 )
 
 # the repository's modules: `common` put its root on sys.path
@@ -76,21 +77,24 @@ def print_table(header, rows) -> None:
         print(fmt_row(r, widths))
 
 
-def alternate(fns: dict, repeats: int, warmup: int, device: torch.device, before=None, after=None) -> dict:
-    """Time each named callable `repeats` times, interleaved, after `warmup` untimed calls each."""
+def alternate(fns: dict, repeats: int, warmup: int, device: torch.device, before=None, after=None):
+    """Time each named callable `repeats` times, interleaved, after `warmup` untimed calls each.
+    Returns ({name: wall seconds}, {name: process CPU seconds})."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
             sync(device)
-    times = {name: [] for name in fns}
+    times, cpu = {name: [] for name in fns}, {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             if before:
                 before(name)
-            times[name].append(timed(lambda fn=fn: (fn(), sync(device))))
+            wall, used = timed_cpu(lambda fn=fn: (fn(), sync(device)))
+            times[name].append(wall)
+            cpu[name].append(used)
             if after:
                 after(name)
-    return times
+    return times, cpu
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,12 +131,12 @@ def bench_infer(a, theirs, device: torch.device) -> None:
         with torch.inference_mode():
             outs = {name: g(mel) for name, g in impls.items()}
             fns = {name: (lambda g=g, mel=mel: g(mel)) for name, g in impls.items()}
-            times = alternate(fns, a.repeats, a.warmup, device)
+            times, cpu = alternate(fns, a.repeats, a.warmup, device)
         base = outs.get("authors'", outs.get("ours, fast path off"))
-        base_t = stats(times["authors'"])["median"] if "authors'" in times else None
+        base_t, base_c = (stats(d["authors'"])["median"] if "authors'" in d else None for d in (times, cpu))
         params = sum(p.numel() for p in ours.parameters())
         for name, ts in times.items():
-            s = stats(ts)
+            s, c = stats(ts), stats(cpu[name])["median"]
             khz = samples / s["median"] / 1000
             rows.append(
                 [
@@ -143,12 +147,17 @@ def bench_infer(a, theirs, device: torch.device) -> None:
                     f"{khz:.1f}",
                     f"{samples / h.sampling_rate / s['median']:.2f}",
                     f"{base_t / s['median']:.2f}x" if base_t else "-",
+                    f"{c:.3f}",
+                    f"{base_c / c:.2f}x" if base_c else "-",
                     f"{(outs[name] - base).abs().max().item():.1e}",
                 ]
             )
-    header = ["generator", "params", "median s", "min-max s", "kHz", "x real time", "vs authors'", "max |diff|"]
-    print_table(header, rows)
-    print(f"({a.repeats} timed calls each after {a.warmup} warm-up; max |diff| against the authors' output)")
+    header = ["generator", "params", "median s", "min-max s", "kHz", "x real time", "vs authors'", "CPU s", "vs (CPU)"]
+    print_table(header + ["max |diff|"], rows)
+    print(
+        f"({a.repeats} timed calls each after {a.warmup} warm-up; CPU s: process CPU time of a call over all "
+        "threads; max |diff| against the authors' output)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,10 +277,10 @@ def bench_train(a, theirs, device: torch.device) -> None:
             peaks[name] = max(peaks[name], cuda_peak_mb() or peak_memory_mb())
 
         fns = {name: (lambda name=name: run(name)) for name in trainers}
-        times = alternate(fns, a.steps, a.warmup, device, before=lambda _: reset_peak_memory(), after=track)
-        base_t = stats(times["authors'"])["median"] if "authors'" in times else None
+        times, cpu = alternate(fns, a.steps, a.warmup, device, before=lambda _: reset_peak_memory(), after=track)
+        base_t, base_c = (stats(d["authors'"])["median"] if "authors'" in d else None for d in (times, cpu))
         for name, ts in times.items():
-            s = stats(ts)
+            s, c = stats(ts), stats(cpu[name])["median"]
             rows.append(
                 [
                     f"{version.upper()} {name}",
@@ -280,11 +289,14 @@ def bench_train(a, theirs, device: torch.device) -> None:
                     f"{a.batch / s['median']:.2f}",
                     f"{peaks[name]:.0f}",
                     f"{base_t / s['median']:.2f}x" if base_t else "-",
+                    f"{c:.2f}",
+                    f"{base_c / c:.2f}x" if base_c else "-",
                     " ".join(f"{v:.4f}" for v in losses[name]),
                 ]
             )
     mem = "peak GPU MB" if device.type == "cuda" else "peak RSS MB"
-    print_table(["model", "s/step", "min-max", "samples/s", mem, "vs authors'", "G loss per step"], rows)
+    header = ["model", "s/step", "min-max", "samples/s", mem, "vs authors'", "CPU s", "vs (CPU)", "G loss per step"]
+    print_table(header, rows)
     print("(same initial weights and batch: the G losses of the two implementations should agree step by step)")
 
 

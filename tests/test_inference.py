@@ -459,3 +459,22 @@ def test_ten_minute_mel_runs_in_bounded_pieces():
     rf = receptive_field_frames(h)
     assert out.shape == (frames * HOP,)
     assert max(stub.calls) <= 1024 + 2 * rf and len(stub.calls) == -(-frames // 1024)
+
+
+def test_auto_workers_only_pays_off_with_enough_audio(tmp_path):
+    h = tiny_config("v1")
+    short = [str(tmp_path / f"s{i}.npy") for i in range(4)]
+    long = [str(tmp_path / f"l{i}.npy") for i in range(4)]
+    for p in short:
+        np.save(p, np.zeros((80, 100), np.float32))  # 1.2 s each
+    for p in long:
+        np.save(p, np.zeros((80, 2000), np.float32))  # 23 s each
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert inference.auto_workers(short, "mel", h, 1, "cpu") == 1  # 5 s of audio in all
+        assert inference.auto_workers(long, "mel", h, 1, "cpu") == 2
+        assert inference.auto_workers(long, "mel", h, 4, "cpu") == 1  # one batch
+        assert inference.auto_workers(long, "mel", h, 1, "cuda") == 1
+    finally:
+        torch.set_num_threads(before)

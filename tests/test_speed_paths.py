@@ -6,6 +6,7 @@
 - train.frozen: the generator step's gradients are those computed with unfrozen discriminators.
 """
 
+import copy
 import os
 
 import numpy as np
@@ -153,6 +154,21 @@ def test_fast_weights_follow_parameter_changes_and_state_dict_is_unchanged():
     loaded, ref = both_paths(g, x)
     assert (loaded - ref).abs().max() < FAST_TOL and (loaded - after).abs().max() > 1e-3
     assert list(g.state_dict()) == keys  # the prepared weights are not part of the state dict
+
+
+def test_model_with_prepared_weights_pickles_and_copies(tmp_path):
+    h = tiny_config("v3")
+    g = seeded_generator(h)
+    x = torch.randn(1, h.num_mels, 5)
+    fast, _ = both_paths(g, x)
+    assert g._fast is not None
+    torch.save(g, tmp_path / "g.pt")  # whole-module pickling skips the cache (oneDNN tensors)
+    g2 = torch.load(tmp_path / "g.pt", weights_only=False)
+    g3 = copy.deepcopy(g)
+    assert g2._fast is None and g3._fast is None
+    for other in (g2, g3):
+        again, _ = both_paths(other, x)
+        torch.testing.assert_close(again, fast, rtol=0, atol=0)
 
 
 def test_fallback_without_onednn_fusion(monkeypatch):
