@@ -152,7 +152,7 @@ def check_wav(path: str, h, validation: bool = False) -> list[Problem]:
                 return problems
             peak, clipped, nonfinite = sample_stats(f)
             frames = f.frames
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as e:
         reason = getattr(e, "error_string", None) or str(e).splitlines()[0] or type(e).__name__
         return [
             Problem(
