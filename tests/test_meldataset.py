@@ -84,7 +84,16 @@ def test_mel_runs_in_fp32_under_autocast():
     assert mel.dtype == torch.float32
 
 
-@pytest.mark.parametrize("subtype,fmt,tol", [("PCM_16", "WAV", 1 / 32768), ("PCM_24", "WAV", 1e-6), ("PCM_32", "WAV", 1e-6), ("FLOAT", "WAV", 0), ("PCM_16", "FLAC", 1 / 32768)])
+@pytest.mark.parametrize(
+    "subtype,fmt,tol",
+    [
+        ("PCM_16", "WAV", 1 / 32768),
+        ("PCM_24", "WAV", 1e-6),
+        ("PCM_32", "WAV", 1e-6),
+        ("FLOAT", "WAV", 0),
+        ("PCM_16", "FLAC", 1 / 32768),
+    ],
+)
 def test_load_wav_formats_on_int16_scale(tmp_path, subtype, fmt, tol):
     audio = harmonic(0.1)
     path = tmp_path / f"a.{fmt.lower()}"
@@ -123,7 +132,9 @@ def test_filelist(tmp_path):
 
 def make_dataset(tmp_path, seconds=(1.0, 0.2), sr=22050, **kw):
     files = [write_wav(tmp_path / f"c{i}.wav", harmonic(s, sr=sr, seed=i), sr) for i, s in enumerate(seconds)]
-    args = dict(segment_size=8192, n_fft=1024, num_mels=80, hop_size=256, win_size=1024, sampling_rate=22050, fmin=0, fmax=8000)
+    args = dict(
+        segment_size=8192, n_fft=1024, num_mels=80, hop_size=256, win_size=1024, sampling_rate=22050, fmin=0, fmax=8000
+    )
     args.update(kw)
     return files, MelDataset(files, **args, n_cache_reuse=0, fmax_loss=None)
 
@@ -166,7 +177,9 @@ def fine_tuning_dataset(tmp_path, mel_frames_delta, seconds=1.0):
     elif mel_frames_delta < 0:
         mel = mel[:, :mel_frames_delta]
     np.save(tmp_path / "ft.npy", mel)
-    args = dict(segment_size=8192, n_fft=1024, num_mels=80, hop_size=256, win_size=1024, sampling_rate=22050, fmin=0, fmax=8000)
+    args = dict(
+        segment_size=8192, n_fft=1024, num_mels=80, hop_size=256, win_size=1024, sampling_rate=22050, fmin=0, fmax=8000
+    )
     return MelDataset([wav], **args, n_cache_reuse=0, fine_tuning=True, base_mels_path=str(tmp_path)), frames
 
 

@@ -57,7 +57,9 @@ def test_generator_param_counts_match_paper():
 
 
 @needs_fixtures
-@pytest.mark.parametrize("name,cls,count", [("mpd", MultiPeriodDiscriminator, 41_105_770), ("msd", MultiScaleDiscriminator, 29_618_821)])
+@pytest.mark.parametrize(
+    "name,cls,count", [("mpd", MultiPeriodDiscriminator, 41_105_770), ("msd", MultiScaleDiscriminator, 29_618_821)]
+)
 def test_discriminator_keys_shapes_and_counts(manifest, name, cls, count):
     d = cls()
     assert shapes(d) == manifest[name]["state_dict"]
@@ -113,7 +115,9 @@ def test_state_dict_roundtrip_between_weight_norm_layouts(version):
     assert any(k.endswith("weight_g") for k in sd) and not any("parametrizations" in k for k in sd)
 
     renamed = {
-        k.replace("weight_g", "parametrizations.weight.original0").replace("weight_v", "parametrizations.weight.original1"): v
+        k.replace("weight_g", "parametrizations.weight.original0").replace(
+            "weight_v", "parametrizations.weight.original1"
+        ): v
         for k, v in sd.items()
     }
     folded = Generator(h).eval()
