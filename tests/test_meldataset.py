@@ -1,7 +1,6 @@
 """meldataset.py: audio I/O, the mel frontend against the authors' reference, the dataset."""
 
 import os
-import time
 
 import numpy as np
 import pytest
@@ -64,25 +63,18 @@ def test_mel_cache_is_keyed_on_arguments():
     assert info.hits >= 1
 
 
-def test_mel_cache_speedup_over_rebuilding_filterbank():
-    """The original rebuilds the filterbank on every call; ours reuses it."""
+def test_mel_cache_hits_on_repeat_and_is_keyed_on_every_argument():
+    """The original's cache key never matches, so it rebuilds the filterbank on every call; ours
+    builds it once per (arguments, device). The speed-up is a benchmark figure, not asserted."""
     y = torch.from_numpy(harmonic(8192 / 22050))[None]
-    mel_spectrogram(y, *MEL_ARGS, 8000)
-
-    def timed(fn, n=20):
-        t = time.perf_counter()
-        for _ in range(n):
-            fn()
-        return (time.perf_counter() - t) / n
-
-    cached = timed(lambda: mel_spectrogram(y, *MEL_ARGS, 8000))
-
-    def uncached():
-        meldataset._mel_basis.cache_clear()
-        mel_spectrogram(y, *MEL_ARGS, 8000)
-
-    rebuilt = timed(uncached)
-    assert rebuilt > cached  # the figure itself is reported by benchmarks, not asserted
+    meldataset._mel_basis.cache_clear()
+    first = mel_spectrogram(y, *MEL_ARGS, 8000)
+    for _ in range(3):
+        torch.testing.assert_close(mel_spectrogram(y, *MEL_ARGS, 8000), first, rtol=0, atol=0)
+    info = meldataset._mel_basis.cache_info()
+    assert (info.misses, info.hits) == (1, 3)
+    mel_spectrogram(y, *MEL_ARGS, None)  # another fmax is another filterbank
+    assert meldataset._mel_basis.cache_info().misses == 2
 
 
 def test_mel_runs_in_fp32_under_autocast():
