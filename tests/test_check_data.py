@@ -3,6 +3,7 @@ bad data (all errors listed) or training on the good files with --skip_bad_files
 
 import json
 import os
+import shutil
 import struct
 import time
 
@@ -226,12 +227,9 @@ def test_skip_bad_files_trains_on_the_good_ones(fixture_wavs, tmp_path, capsys, 
     train.main(train_argv(tmp_path, fixture_wavs, names, "--skip_bad_files"))
     out = capsys.readouterr().out
     assert "--skip_bad_files: training on 3 of 10 training files and validating on 1 of 2" in out
-    assert "Steps : 0," in out and sorted(os.listdir(tmp_path / "cp")) == [
-        "config.json",
-        "do_00000000",
-        "g_00000000",
-        "logs",
-    ]
+    assert "Steps : 0," in out
+    assert sorted(os.listdir(tmp_path / "cp")) == ["config.json", "do_00000000", "g_00000000", "logs"]
+    shutil.rmtree(tmp_path / "cp")  # the do_ file is about 0.85 GB
     # an error that leaving files out cannot fix still stops the run
     with pytest.raises(SystemExit):
         train.main(train_argv(tmp_path, fixture_wavs, ["good0", "missing", "stereo"], "--skip_bad_files"))
