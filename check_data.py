@@ -41,8 +41,7 @@ SILENT_PEAK_DB = -60.0  # a peak below this (dBFS) is (near) silence
 BLOCK_FRAMES = 1 << 20  # samples read at a time: memory stays bounded for hour-long files
 MAX_WORKERS = 8  # threads reading files (soundfile and numpy release the GIL)
 # bytes per sample of the uncompressed encodings (soundfile subtypes); anything else is lossy
-SAMPLE_BYTES = {"PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8, "PCM_U8": 1, "PCM_S8": 1}
-SAMPLE_BYTES.update(ULAW=1, ALAW=1)
+SAMPLE_BYTES = dict(PCM_16=2, PCM_24=3, PCM_32=4, FLOAT=4, DOUBLE=8, PCM_U8=1, PCM_S8=1, ULAW=1, ALAW=1)
 HIGH_RES = {"PCM_24", "PCM_32", "FLOAT", "DOUBLE"}  # read correctly here, misread by the original
 LOW_RES = {"PCM_U8", "PCM_S8", "ULAW", "ALAW"}  # 8-bit: audible quantization noise
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
