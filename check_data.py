@@ -32,7 +32,7 @@ import numpy as np
 import soundfile as sf
 
 from meldataset import filelist_entry
-from utils import UserError, load_config
+from utils import UserError, exit_with_user_error, load_config
 
 CLIPPED_LEVEL = 0.999  # |x| at or above this fraction of full scale counts as clipped
 CLIPPED_FRACTION = 1e-3  # clipped when more than 0.1 % of the samples are at full scale...
@@ -502,10 +502,7 @@ def main(argv=None) -> None:
             mels_dir=a.input_mels_dir,
         )
     except UserError as e:
-        if a.debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        exit_with_user_error(e, a.debug)
     for p in problems:
         if p.severity == "error" or not a.errors_only:
             print(format_problem(p))

@@ -25,7 +25,7 @@ import torch
 
 from evaluate import DEFAULT_CONFIG
 from meldataset import LOG_CLIP, LOG_SILENCE, AudioError, load_wav, mel_from_config, mel_spectrogram
-from utils import UserError, load_config
+from utils import UserError, exit_with_user_error, load_config
 
 LN10 = math.log(10.0)
 # Slope of a mel's values against the natural-log mel of this frontend, for common log scales
@@ -484,10 +484,7 @@ def main(argv=None) -> None:
         summary = ", ".join(f"{c} x{n}" for c, n in sorted(codes.items()))
         print(f"{len(files) - bad} of {len(files)} mel file(s) compatible" + (f" ({summary})" if summary else ""))
     except UserError as e:
-        if a.debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        exit_with_user_error(e, a.debug)
     sys.exit(1 if bad else 0)
 
 

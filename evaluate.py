@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from meldataset import AudioError, load_wav, mel_from_config
-from utils import UserError, load_config
+from utils import UserError, exit_with_user_error, load_config
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config_v1.json")  # scripts' default frontend
 GENERATED_SUFFIXES = ("_generated_e2e", "_generated")  # inference_e2e.py / inference.py output names
@@ -429,10 +429,7 @@ def main(argv=None) -> None:
         if failed:
             print(f"{len(failed)} file(s) skipped: {', '.join(failed)}")
     except UserError as e:
-        if a.debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        exit_with_user_error(e, a.debug)
     if failed:
         sys.exit(1)
 

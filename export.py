@@ -13,14 +13,13 @@ packages of `requirements-extra.txt` (onnx, onnxscript; onnxruntime for the chec
 import argparse
 import logging
 import os
-import sys
 import warnings
 
 import numpy as np
 import torch
 
 from inference import load_generator
-from utils import UserError
+from utils import UserError, exit_with_user_error
 
 ONNX_OPSET = 18
 DEFAULT_TOLERANCE = 1e-4  # max abs difference to eager accepted by the check
@@ -128,10 +127,7 @@ def main(argv: list[str] | None = None) -> None:
                     raise UserError(f"{path}: differs from eager by {diff:.2e} > {a.tolerance:g}; report this export")
             print(line)
     except UserError as e:
-        if a.debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        exit_with_user_error(e, a.debug)
 
 
 if __name__ == "__main__":

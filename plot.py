@@ -12,14 +12,13 @@ against steps, read from a run's TensorBoard event files; PESQ and MR-STFT
 
 import argparse
 import os
-import sys
 
 import numpy as np
 import torch
 
 from evaluate import DEFAULT_CONFIG, load_mono
 from meldataset import mel_from_config
-from utils import UserError, load_config
+from utils import UserError, exit_with_user_error, load_config
 
 MEL_ERROR_TAGS = {"training/mel_spec_error": "training", "validation/mel_spec_error": "validation"}
 EXTRA_TAGS = {"validation/pesq": "validation PESQ (wide band)", "validation/mrstft": "validation MR-STFT distance"}
@@ -144,10 +143,7 @@ def main(argv=None) -> None:
             save(plot_curves(scalars, a.logdir), a.output)
         print(f"wrote {a.output}")
     except UserError as e:
-        if a.debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        exit_with_user_error(e, a.debug)
 
 
 if __name__ == "__main__":

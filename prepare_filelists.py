@@ -15,10 +15,9 @@ same split; training and validation never share an id.
 import argparse
 import os
 import random
-import sys
 
 from evaluate import DEFAULT_CONFIG
-from utils import UserError, load_config
+from utils import UserError, exit_with_user_error, load_config
 
 FILELISTS = ("training.txt", "validation.txt")
 
@@ -158,10 +157,7 @@ def main(argv=None) -> None:
             f"--input_validation_file {targets[1]}"
         )
     except UserError as e:
-        if a.debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        exit_with_user_error(e, a.debug)
 
 
 if __name__ == "__main__":

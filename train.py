@@ -44,6 +44,7 @@ from models import (
 from utils import (
     CheckpointError,
     UserError,
+    exit_with_user_error,
     list_checkpoints,
     load_checkpoint,
     load_config,
@@ -727,10 +728,7 @@ def main(argv=None) -> None:
         else:
             train(0, a, h, 1)
     except UserError as e:
-        if a.debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        exit_with_user_error(e, a.debug)
 
 
 def check_batch(h, world_size: int) -> None:

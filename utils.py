@@ -9,8 +9,10 @@ import glob
 import json
 import os
 import re
+import sys
 import tempfile
 from math import prod
+from typing import NoReturn
 
 import torch
 
@@ -50,6 +52,14 @@ TEMP_SUFFIX = ".tmp"  # save_checkpoint writes `.<name>.<random>.tmp`, then rena
 
 class UserError(Exception):
     """A problem the user can fix (bad file, config, shape); scripts print it as one line."""
+
+
+def exit_with_user_error(error: UserError, debug: bool, code: int = 2) -> NoReturn:
+    """End a script on a user error: its one line on stderr and exit `code`; with --debug, the traceback."""
+    if debug:
+        raise error
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(code)
 
 
 class ConfigError(UserError):
