@@ -714,7 +714,7 @@ def main(argv=None) -> None:
         if torchrun:
             world_size = int(os.environ["WORLD_SIZE"])
         else:  # one machine, N GPUs: one process per GPU (as the original); several machines: torchrun
-            world_size = torch.cuda.device_count() if a.device == "cuda" else 1
+            world_size = processes_per_machine(a)
         check_batch(h, world_size)
         check_training_data(a, h, world_size, is_master=int(os.environ.get("RANK", 0)) == 0)
         build_env(a.config, "config.json", a.checkpoint_path)
@@ -729,6 +729,11 @@ def main(argv=None) -> None:
             train(0, a, h, 1)
     except UserError as e:
         exit_with_user_error(e, a.debug)
+
+
+def processes_per_machine(a) -> int:
+    """Processes `python train.py` starts without torchrun: one per visible GPU, else one."""
+    return torch.cuda.device_count() if a.device == "cuda" else 1
 
 
 def check_batch(h, world_size: int) -> None:

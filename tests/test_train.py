@@ -191,3 +191,46 @@ def test_ddp_torchrun_two_processes_gloo(tmp_path):
     assert len(os.listdir(tmp_path / "cp" / "logs")) == 1  # one event file: rank 0's
     do = load_checkpoint(str(tmp_path / "cp" / "do_00000001"))
     assert not any(k.startswith("module.") for k in do["mpd"])  # DDP unwrapped before saving
+
+
+SPAWN_SCRIPT = """
+import sys
+sys.path.insert(0, {repo!r})
+import train
+
+if __name__ == "__main__":
+    train.processes_per_machine = lambda a: 2  # stands in for a machine with 2 GPUs
+    train.main({argv!r})
+"""
+
+
+def test_ddp_mp_spawn_two_processes_gloo(tmp_path):
+    # The path `python train.py` takes on a machine with N GPUs (mp.spawn of one process per GPU,
+    # rendezvous at dist_config.dist_url, as the original), run here as 2 CPU processes on gloo.
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    wavs, tr, va = make_data(tmp_path / "data", n=4)
+    dist_config = {"dist_backend": "nccl", "dist_url": f"tcp://127.0.0.1:{port}", "world_size": 1}
+    config = write_tiny_config(tmp_path, batch_size=4, dist_config=dist_config)
+    argv = [
+        "--config", config, "--input_wavs_dir", wavs, "--input_training_file", tr,
+        "--input_validation_file", va, "--checkpoint_path", str(tmp_path / "cp"), "--training_steps", "2",
+        "--stdout_interval", "1", "--validation_interval", "1", "--device", "cpu",
+    ]  # fmt: skip
+    script = tmp_path / "spawn_two.py"
+    script.write_text(SPAWN_SCRIPT.format(repo=REPO, argv=argv))
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["OMP_NUM_THREADS"] = "1"
+    r = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Batch size per GPU : 2" in r.stdout  # the global batch of 4 split across 2 processes
+    assert r.stdout.count("Steps : 1,") == 1  # printed by rank 0 only
+    assert sorted(os.listdir(tmp_path / "cp")) == ["config.json", "do_00000001", "g_00000001", "logs"]
+    assert len(os.listdir(tmp_path / "cp" / "logs")) == 1
+    do = load_checkpoint(str(tmp_path / "cp" / "do_00000001"))
+    assert do["steps"] == 1 and not any(k.startswith("module.") for k in do["mpd"])
