@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -174,23 +175,35 @@ def test_fine_tuning_with_teacher_forced_mels(tmp_path, capsys):
     assert "clip1.npy: mel has 5 frames but the audio gives" in capsys.readouterr().err
 
 
-def test_ddp_torchrun_two_processes_gloo(tmp_path):
+def ddp_run(tmp_path, launcher, *extra, **config_overrides):
+    """Run train.py for 2 steps in 2 processes on 4 clips (global batch 4) with `launcher` + argv."""
     wavs, tr, va = make_data(tmp_path / "data", n=4)
-    config = write_tiny_config(tmp_path, batch_size=4)
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        os.path.join(REPO, "train.py"), "--config", config, "--input_wavs_dir", wavs,
-        "--input_training_file", tr, "--input_validation_file", va, "--checkpoint_path", str(tmp_path / "cp"),
-        "--training_steps", "2", "--stdout_interval", "1", "--validation_interval", "1",
+    config = write_tiny_config(tmp_path, batch_size=4, **config_overrides)
+    argv = [
+        "--config", config, "--input_wavs_dir", wavs, "--input_training_file", tr,
+        "--input_validation_file", va, "--checkpoint_path", str(tmp_path / "cp"),
+        "--training_steps", "2", "--stdout_interval", "1", "--validation_interval", "1", *extra,
     ]  # fmt: skip
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["OMP_NUM_THREADS"] = "1"
+    return subprocess.run(launcher(argv), capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+
+
+def assert_rank0_alone_wrote(r, cp):
+    """Two processes trained 2 steps; rank 0 alone printed, logged and wrote the checkpoint."""
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("Steps : 1,") == 1  # printed by rank 0 only
-    assert sorted(os.listdir(tmp_path / "cp")) == ["config.json", "do_00000001", "g_00000001", "logs"]
-    assert len(os.listdir(tmp_path / "cp" / "logs")) == 1  # one event file: rank 0's
-    do = load_checkpoint(str(tmp_path / "cp" / "do_00000001"))
+    assert sorted(os.listdir(cp)) == ["config.json", "do_00000001", "g_00000001", "logs"]
+    assert len(os.listdir(cp / "logs")) == 1  # one event file: rank 0's
+    do = load_checkpoint(str(cp / "do_00000001"))
+    assert do["steps"] == 1
     assert not any(k.startswith("module.") for k in do["mpd"])  # DDP unwrapped before saving
+
+
+def test_ddp_torchrun_two_processes_gloo(tmp_path):
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    r = ddp_run(tmp_path, lambda argv: [*torchrun, os.path.join(REPO, "train.py"), *argv])
+    assert_rank0_alone_wrote(r, tmp_path / "cp")
 
 
 SPAWN_SCRIPT = """
@@ -207,30 +220,16 @@ if __name__ == "__main__":
 def test_ddp_mp_spawn_two_processes_gloo(tmp_path):
     # The path `python train.py` takes on a machine with N GPUs (mp.spawn of one process per GPU,
     # rendezvous at dist_config.dist_url, as the original), run here as 2 CPU processes on gloo.
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    wavs, tr, va = make_data(tmp_path / "data", n=4)
-    dist_config = {"dist_backend": "nccl", "dist_url": f"tcp://127.0.0.1:{port}", "world_size": 1}
-    config = write_tiny_config(tmp_path, batch_size=4, dist_config=dist_config)
-    argv = [
-        "--config", config, "--input_wavs_dir", wavs, "--input_training_file", tr,
-        "--input_validation_file", va, "--checkpoint_path", str(tmp_path / "cp"), "--training_steps", "2",
-        "--stdout_interval", "1", "--validation_interval", "1", "--device", "cpu",
-    ]  # fmt: skip
     script = tmp_path / "spawn_two.py"
-    script.write_text(SPAWN_SCRIPT.format(repo=REPO, argv=argv))
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env["OMP_NUM_THREADS"] = "1"
-    r = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "Batch size per GPU : 2" in r.stdout  # the global batch of 4 split across 2 processes
-    assert r.stdout.count("Steps : 1,") == 1  # printed by rank 0 only
-    assert sorted(os.listdir(tmp_path / "cp")) == ["config.json", "do_00000001", "g_00000001", "logs"]
-    assert len(os.listdir(tmp_path / "cp" / "logs")) == 1
-    do = load_checkpoint(str(tmp_path / "cp" / "do_00000001"))
-    assert do["steps"] == 1 and not any(k.startswith("module.") for k in do["mpd"])
+
+    def launcher(argv):
+        script.write_text(SPAWN_SCRIPT.format(repo=REPO, argv=argv))
+        return [sys.executable, str(script)]
+
+    dist_config = {"dist_backend": "nccl", "dist_url": f"tcp://127.0.0.1:{port}", "world_size": 1}
+    r = ddp_run(tmp_path, launcher, "--device", "cpu", dist_config=dist_config)
+    assert "Batch size per GPU : 2" in r.stdout, r.stderr[-3000:]  # the global batch of 4 split in 2
+    assert_rank0_alone_wrote(r, tmp_path / "cp")
