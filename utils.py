@@ -46,6 +46,8 @@ REQUIRED_KEYS = (
     "num_workers",
     "dist_config",
 )
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config_v1.json")  # scripts' default frontend
+CONFIG_BESIDE_CHECKPOINT = "config.json"  # train.py copies the config here, next to g_XXXXXXXX
 CHECKPOINT_DIGITS = 8  # g_00005000: 8-digit zero-padded step, as the original
 TEMP_SUFFIX = ".tmp"  # save_checkpoint writes `.<name>.<random>.tmp`, then renames it
 
@@ -140,6 +142,22 @@ def validate_config(h: dict, source: str = "config") -> None:
     for key in ("batch_size", "num_mels", "hop_size", "n_fft", "sampling_rate", "segment_size"):
         if not isinstance(h[key], int) or h[key] <= 0:
             fail(f"{key} must be a positive integer, got {h[key]!r}")
+
+
+def config_beside(checkpoint_file: str) -> str:
+    """The `config.json` that train.py wrote next to `checkpoint_file`; `ConfigError` if absent."""
+    path = os.path.join(os.path.dirname(os.path.abspath(checkpoint_file)), CONFIG_BESIDE_CHECKPOINT)
+    if not os.path.isfile(path):
+        raise ConfigError(
+            f"{path}: no config.json beside the checkpoint {checkpoint_file}; pass --config with the "
+            "config it was trained with (e.g. config_v1.json)"
+        )
+    return path
+
+
+def default_device() -> str:
+    """The default --device of every script: "cuda" when a CUDA device is available, else "cpu"."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def load_config(path: str) -> AttrDict:
