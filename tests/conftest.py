@@ -67,3 +67,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+BASELINE_CONFIGS = os.path.join(REPO, "configs", "baselines")
+
+
+def baseline_config(name: str, **overrides):
+    """The real configs/baselines/config_<name>.json with `overrides` applied (validated again)."""
+    from utils import validate_config
+
+    h = load_config(os.path.join(BASELINE_CONFIGS, f"config_{name}.json"))
+    h.update(overrides)
+    validate_config(h, f"config_{name}.json + overrides")
+    return h
