@@ -65,11 +65,6 @@ LAMBDA_FEAT = 10  # lambda of the feature-matching term (--lambda_feat); applied
 FEAT_WEIGHT_NUMERATOR = 4.0  # per-layer weight 4 / (n_layers_D + 1) in their train.py
 
 
-def _wn(module: nn.Module) -> nn.Module:
-    """Weight norm with the legacy `weight_g` / `weight_v` keys (as `torch.nn.utils.weight_norm`)."""
-    return weight_norm(module)
-
-
 def _init(module: nn.Module) -> None:
     """The authors' weights_init: N(0, INIT_STD) on every Conv* module's weight.
 
@@ -98,11 +93,11 @@ class ResnetBlock(nn.Module):
         self.block = nn.Sequential(
             nn.LeakyReLU(LRELU_SLOPE),
             nn.ReflectionPad1d(dilation * (RES_KERNEL - 1) // 2),
-            _wn(Conv1d(dim, dim, kernel_size=RES_KERNEL, dilation=dilation)),
+            weight_norm(Conv1d(dim, dim, kernel_size=RES_KERNEL, dilation=dilation)),
             nn.LeakyReLU(LRELU_SLOPE),
-            _wn(Conv1d(dim, dim, kernel_size=1)),
+            weight_norm(Conv1d(dim, dim, kernel_size=1)),
         )
-        self.shortcut = _wn(Conv1d(dim, dim, kernel_size=1))
+        self.shortcut = weight_norm(Conv1d(dim, dim, kernel_size=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C, T) -> (B, C, T)."""
@@ -127,20 +122,20 @@ class MelGANGenerator(_CompatModule):
         pad = (PRE_POST_KERNEL - 1) // 2
         self.min_frames = pad + 1  # ReflectionPad1d(3) needs more than 3 input frames
         mult = 2 ** len(ratios)
-        layers = [nn.ReflectionPad1d(pad), _wn(Conv1d(num_mels, mult * ngf, kernel_size=PRE_POST_KERNEL))]
+        layers = [nn.ReflectionPad1d(pad), weight_norm(Conv1d(num_mels, mult * ngf, kernel_size=PRE_POST_KERNEL))]
         for r in ratios:
             # NOTE: padding r // 2 + r % 2 with output_padding r % 2 gives exactly r * T samples for
             # odd r as well (for even r it is HiFi-GAN's (k - r) / 2 with k = 2r).
             up = ConvTranspose1d(
                 mult * ngf, mult * ngf // 2, 2 * r, stride=r, padding=r // 2 + r % 2, output_padding=r % 2
             )
-            layers += [nn.LeakyReLU(LRELU_SLOPE), _wn(up)]
+            layers += [nn.LeakyReLU(LRELU_SLOPE), weight_norm(up)]
             layers += [ResnetBlock(mult * ngf // 2, dilation=DILATION_BASE**j) for j in range(n_res)]
             mult //= 2
         layers += [
             nn.LeakyReLU(LRELU_SLOPE),
             nn.ReflectionPad1d(pad),
-            _wn(Conv1d(ngf, 1, kernel_size=PRE_POST_KERNEL)),
+            weight_norm(Conv1d(ngf, 1, kernel_size=PRE_POST_KERNEL)),
             nn.Tanh(),
         ]
         self.model = nn.Sequential(*layers)
@@ -195,7 +190,7 @@ class NLayerDiscriminator(nn.Module):
         model = nn.ModuleDict()
         model["layer_0"] = nn.Sequential(
             nn.ReflectionPad1d((FIRST_KERNEL - 1) // 2),
-            _wn(Conv1d(1, ndf, kernel_size=FIRST_KERNEL)),
+            weight_norm(Conv1d(1, ndf, kernel_size=FIRST_KERNEL)),
             nn.LeakyReLU(LRELU_SLOPE, True),
         )
         nf = ndf
@@ -209,16 +204,18 @@ class NLayerDiscriminator(nn.Module):
                 padding=stride * 5,
                 groups=nf_prev // CHANNELS_PER_GROUP,
             )
-            model[f"layer_{n}"] = nn.Sequential(_wn(conv), nn.LeakyReLU(LRELU_SLOPE, True))
+            model[f"layer_{n}"] = nn.Sequential(weight_norm(conv), nn.LeakyReLU(LRELU_SLOPE, True))
         # NOTE: the authors give this conv `nf_prev` input channels, which equals `nf` only when
         # the last strided conv keeps the channel count (1024 -> 1024 at the default sizes); `nf`
         # is the same there and also works for small test discriminators.
         nf_out = min(nf * 2, DISC_MAX_CHANNELS)
         model[f"layer_{n_layers + 1}"] = nn.Sequential(
-            _wn(Conv1d(nf, nf_out, kernel_size=PENULT_KERNEL, padding=(PENULT_KERNEL - 1) // 2)),
+            weight_norm(Conv1d(nf, nf_out, kernel_size=PENULT_KERNEL, padding=(PENULT_KERNEL - 1) // 2)),
             nn.LeakyReLU(LRELU_SLOPE, True),
         )
-        model[f"layer_{n_layers + 2}"] = _wn(Conv1d(nf_out, 1, kernel_size=POST_KERNEL, padding=(POST_KERNEL - 1) // 2))
+        model[f"layer_{n_layers + 2}"] = weight_norm(
+            Conv1d(nf_out, 1, kernel_size=POST_KERNEL, padding=(POST_KERNEL - 1) // 2)
+        )
         self.model = model
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
