@@ -7,7 +7,6 @@ import os
 
 import pytest
 import torch
-
 from conftest import REPO, harmonic
 
 from baselines.waveglow import (
@@ -26,7 +25,17 @@ CONFIG = os.path.join(REPO, "configs", "baselines", "config_waveglow.json")
 MANIFEST = os.path.join(REPO, "tests", "data", "waveglow_keys.json")
 HOP = 256
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.usefixtures("one_thread", "no_onednn")
+
+
+@pytest.fixture(scope="module")
+def no_onednn():
+    """oneDNN plans the 80x80x1024 transposed conv afresh for every new input shape (about 2 s each
+    on CPU, then 0.1 s); these tests use many small shapes, so they run on torch's native kernels."""
+    before = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    yield
+    torch.backends.mkldnn.enabled = before
 
 
 def waveglow_config(**overrides):
