@@ -19,7 +19,7 @@ from baselines.waveglow import (
     waveglow_loss,
     waveglow_loss_terms,
 )
-from utils import CheckpointError, ConfigError, load_config
+from utils import CheckpointError, ConfigError, load_checkpoint, load_config
 
 CONFIG = os.path.join(REPO, "configs", "baselines", "config_waveglow.json")
 MANIFEST = os.path.join(REPO, "tests", "data", "waveglow_keys.json")
@@ -336,6 +336,17 @@ def test_loader_accepts_plain_and_model_dicts(tiny):
     removed.remove_weight_norm()
     load_waveglow_state_dict(removed, source.state_dict())  # weight norm folded on load
     torch.testing.assert_close(removed(mel, audio)[0], want, atol=1e-5, rtol=1e-5)
+
+
+def test_converted_checkpoint_file_loads_with_weights_only(tmp_path):
+    """The README recipe's output: {"model": state_dict} saved by torch.save, read back by
+    utils.load_checkpoint (weights_only=True), then loaded."""
+    source = perturbed(WaveGlow(tiny_config()), seed=4)
+    path = str(tmp_path / "waveglow_state_dict.pt")
+    torch.save({"model": source.state_dict()}, path)
+    target = load_waveglow_state_dict(WaveGlow(tiny_config()), load_checkpoint(path), source=path)
+    mel, audio = mel_audio()
+    torch.testing.assert_close(target(mel, audio)[0], source(mel, audio)[0])
 
 
 def test_loader_fuses_nvidias_old_per_layer_layout():
