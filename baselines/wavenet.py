@@ -390,6 +390,10 @@ class WaveNetEngine:
     A batch runs as matrix-matrix products; items are sorted by length and drop out of the batch
     when they end. Build it with `prepare_incremental(model)`; later changes to the model's
     weights are not seen. Runs on the model's device and dtype.
+
+    State is channel-major, (C, N) for N items, so each product is weight (C_out, C_in) @ state
+    (C_in, N): on a one-thread CPU this was about 1.4-1.5x faster than (N, C_in) @ (C_in, C_out)
+    at N = 4 and 16 (the same at N = 1: one step streams all ~99 MB of weights either way).
     """
 
     def __init__(self, model: WaveNet):
@@ -401,28 +405,30 @@ class WaveNetEngine:
         self.kernel_size = p["kernel_size"]
         self.residual, self.gate, self.skip = p["residual_channels"], p["gate_channels"], p["skip_out_channels"]
         w, b = _folded(model.first_conv)
-        self.w_first, self.b_first = w.view(1, -1), b.view(1, -1)  # (1, R)
+        self.w_first, self.b_first = w.view(-1, 1), b.view(-1, 1)  # (R, 1)
         self.dilations, self.w_conv, self.w_skip_out, self.b_skip_out = [], [], [], []
         w_cond, b_cond = [], []
         for layer in model.conv_layers:
             w, b = _folded(layer.conv)  # (G, R, k)
-            # Columns ordered tap-major, oldest tap first: [x[t - (k-1)d], ..., x[t]] -> (k * R, G)
-            self.w_conv.append(w.permute(2, 1, 0).reshape(-1, w.size(0)).contiguous())
+            # Columns tap-major, oldest tap first: [x[t - (k-1)d]; ...; x[t]] -> (G, k * R)
+            self.w_conv.append(w.permute(0, 2, 1).reshape(w.size(0), -1).contiguous())
             wc, bc = _folded(layer.conv1x1c)
             w_cond.append(wc.squeeze(-1))
             b_cond.append(b + bc)  # the dilated conv's bias rides with the conditioning
             ws, bs = _folded(layer.conv1x1_skip)
             wo, bo = _folded(layer.conv1x1_out)
-            # skip and residual 1x1s as one (G/2, S + R) matrix
-            self.w_skip_out.append(torch.cat([ws.squeeze(-1), wo.squeeze(-1)], 0).t().contiguous())
-            self.b_skip_out.append(torch.cat([bs, bo]).view(1, -1))
+            # skip and residual 1x1s as one (S + R, G/2) matrix; the last layer's residual output
+            # is never used, so it gets the skip rows only
+            last = len(self.w_conv) == len(model.conv_layers)
+            self.w_skip_out.append(ws.squeeze(-1) if last else torch.cat([ws.squeeze(-1), wo.squeeze(-1)], 0))
+            self.b_skip_out.append((bs if last else torch.cat([bs, bo])).view(-1, 1))
             self.dilations.append(layer.dilation)
-        self.w_cond = torch.cat(w_cond, 0).t().contiguous()  # (n_mel, L * G)
-        self.b_cond = torch.cat(b_cond).view(1, 1, -1)  # (1, 1, L * G)
+        self.w_cond = torch.cat(w_cond, 0)  # (L * G, n_mel)
+        self.b_cond = torch.cat(b_cond).view(-1, 1)  # (L * G, 1)
         w1, b1 = _folded(model.last_conv_layers[1])
         w2, b2 = _folded(model.last_conv_layers[3])
-        self.w_head1, self.b_head1 = w1.squeeze(-1).t().contiguous(), b1.view(1, -1)
-        self.w_head2, self.b_head2 = w2.squeeze(-1).t().contiguous(), b2.view(1, -1)
+        self.w_head1, self.b_head1 = w1.squeeze(-1), b1.view(-1, 1)
+        self.w_head2, self.b_head2 = w2.squeeze(-1), b2.view(-1, 1)
         self.upsample = [
             (*_folded(m), m.stride, m.padding) for m in model.upsample_conv if isinstance(m, nn.ConvTranspose2d)
         ]
@@ -430,7 +436,7 @@ class WaveNetEngine:
 
     def _cond(self, mel: torch.Tensor, t0: int, t1: int) -> torch.Tensor:
         """Per-layer conditioning (plus biases) for samples t0..t1-1: mel (N, n_mel, F) ->
-        (L, t1 - t0, N, G). Upsamples only the frames needed (frames do not mix)."""
+        (L, t1 - t0, G, N). Upsamples only the frames needed (frames do not mix)."""
         f0, f1 = t0 // self.hop_size, -(-t1 // self.hop_size)
         c = mel[:, :, f0:f1]
         if self.mel_floor is not None:
@@ -439,9 +445,9 @@ class WaveNetEngine:
         for w, b, stride, padding in self.upsample:
             c = F.relu(F.conv_transpose2d(c, w, b, stride=stride, padding=padding))
         c = c.squeeze(1)[:, :, t0 - f0 * self.hop_size : t1 - f0 * self.hop_size]  # (N, n_mel, t1 - t0)
-        z = torch.matmul(c.transpose(1, 2), self.w_cond) + self.b_cond  # (N, t1 - t0, L * G)
-        n, t, _ = z.shape
-        return z.view(n, t, len(self.dilations), self.gate).permute(2, 1, 0, 3).contiguous()
+        z = torch.matmul(self.w_cond, c) + self.b_cond  # (N, L * G, t1 - t0)
+        n, _, t = z.shape
+        return z.view(n, len(self.dilations), self.gate, t).permute(1, 3, 2, 0).contiguous()
 
     def _run(
         self,
@@ -454,17 +460,17 @@ class WaveNetEngine:
         """The step loop over items sorted by length (descending; `steps` per item).
 
         Teacher forced (`audio` (N, T)): returns params (N, T, 3M). Generating: returns samples
-        (N, T); noise_for(item, t0, n) gives item's uniforms (n, M + 1) for its steps t0..t0+n-1.
+        (N, T, 1); noise_for(item, t0, n) gives the item's uniforms (n, M + 1) for steps t0..t0+n-1.
         """
         n_items, total = mel.size(0), max(steps)
-        k, r = self.kernel_size, self.residual
+        k, r, skip = self.kernel_size, self.residual, self.skip
         queues = [
-            torch.zeros((k - 1) * d + 1, n_items, r, device=self.device, dtype=self.dtype) for d in self.dilations
+            torch.zeros((k - 1) * d + 1, r, n_items, device=self.device, dtype=self.dtype) for d in self.dilations
         ]
         out_dim = 3 * self.mixtures if audio is not None else 1
         out = torch.zeros(n_items, total, out_dim, device=self.device, dtype=self.dtype)
-        x_in = torch.zeros(n_items, 1, device=self.device, dtype=self.dtype)  # their initial input: 0.0
-        last = len(self.dilations) - 1
+        x_in = torch.zeros(1, n_items, device=self.device, dtype=self.dtype)  # their initial input: 0.0
+        n = n_items
         for t0 in range(0, total, CHUNK):
             t1 = min(t0 + CHUNK, total)
             n_chunk = sum(s > t0 for s in steps)
@@ -475,32 +481,33 @@ class WaveNetEngine:
                     span = min(t1, steps[i]) - t0
                     noise[i, :span] = noise_for(i, t0, span)
             for t in range(t0, t1):
-                n = sum(s > t for s in steps)  # items still running: a prefix, since sorted
+                n_now = sum(s > t for s in steps)  # items still running: a prefix, since sorted
+                if n_now < n:  # drop the finished items from the state, keep it contiguous
+                    n = n_now
+                    queues = [q[:, :, :n].contiguous() for q in queues]
                 if audio is not None:
-                    x_in = audio[:n, t : t + 1]
-                x = torch.addmm(self.b_first, x_in[:n], self.w_first)  # (n, 1) -> (n, R)
+                    x_in = audio[:n, t].view(1, n)
+                x = torch.addmm(self.b_first, self.w_first, x_in[:, :n])  # (1, n) -> (R, n)
                 skips = None
                 for i, (q, d) in enumerate(zip(queues, self.dilations)):
                     size = q.size(0)
-                    q[t % size, :n] = x
-                    taps = torch.cat([q[(t - (k - 1 - j) * d) % size, :n] for j in range(k)], dim=1)  # (n, k*R)
-                    z = torch.addmm(cond[i, t - t0, :n], taps, self.w_conv[i])  # (n, G)
-                    a, b = z.chunk(2, dim=1)
+                    q[t % size] = x
+                    taps = torch.cat([q[(t - (k - 1 - j) * d) % size] for j in range(k)], dim=0)  # (k*R, n)
+                    z = torch.addmm(cond[i, t - t0, :, :n], self.w_conv[i], taps)  # (G, n)
+                    a, b = z.chunk(2, dim=0)
                     g = torch.tanh(a) * torch.sigmoid(b)
-                    if i == last:  # the last layer's residual output is never used
-                        s = torch.addmm(self.b_skip_out[i][:, : self.skip], g, self.w_skip_out[i][:, : self.skip])
-                    else:
-                        so = torch.addmm(self.b_skip_out[i], g, self.w_skip_out[i])
-                        s, res = so[:, : self.skip], so[:, self.skip :]
-                        x = (x + res) * SKIP_SCALE
+                    so = torch.addmm(self.b_skip_out[i], self.w_skip_out[i], g)  # (S [+ R], n)
+                    s = so[:skip]
+                    if so.size(0) > skip:
+                        x = (x + so[skip:]) * SKIP_SCALE
                     skips = s if skips is None else (skips + s) * SKIP_SCALE
-                h = torch.addmm(self.b_head1, torch.relu(skips), self.w_head1)
-                params = torch.addmm(self.b_head2, torch.relu(h), self.w_head2)  # (n, 3M)
+                h = torch.addmm(self.b_head1, self.w_head1, torch.relu(skips))
+                params = torch.addmm(self.b_head2, self.w_head2, torch.relu(h))  # (3M, n)
                 if audio is not None:
-                    out[:n, t] = params
+                    out[:n, t] = params.t()
                 else:
-                    x_in = _sample_mol(params, noise[:n, t - t0], self.log_scale_min).unsqueeze(1)
-                    out[:n, t] = x_in
+                    x_in = _sample_mol(params.t(), noise[:n, t - t0], self.log_scale_min).view(1, n)
+                    out[:n, t, 0] = x_in[0]
             if progress is not None:
                 progress(t1, total)
         return out
