@@ -254,6 +254,8 @@ def test_mol_loss_finite_at_log_scale_min_with_finite_gradients():
     assert nll[..., 8:16].max() < nll[..., 16:].min()  # a hit on a needle-sharp logistic is likely
     nll.sum().backward()
     assert torch.isfinite(y_hat.grad).all()
+    low = discretized_mix_logistic_loss(y_hat.detach().half(), y.half(), 65536, LOG_SCALE_MIN)  # AMP outputs
+    assert low.dtype == torch.float32 and torch.isfinite(low).all()
 
 
 def test_wavenet_loss_shifts_by_one_and_masks_by_length():
