@@ -116,10 +116,11 @@ def discretized_mix_logistic_loss(
     Bins have width 2 / (num_classes - 1). Samples below -0.999 (above 0.999) take the whole left
     (right) tail. Where a bin holds less than 1e-5 of the mass, the density at the bin centre
     times the bin width is used instead, as theirs (and PixelCNN++). Finite for every log scale
-    (they are clamped at `log_scale_min`) and every y. Computed in float32 for any input dtype.
+    (they are clamped at `log_scale_min`) and every y. Computed in float32 (or float64) for any input dtype.
     """
-    # Always fp32 (also under autocast): 1 / exp(log_scale_min) = 1e14 overflows fp16.
-    y_hat, y = y_hat.float(), y.float()
+    # At least fp32 (also under autocast): 1 / exp(log_scale_min) = 1e14 overflows fp16.
+    dtype = torch.promote_types(y_hat.dtype, torch.float32)
+    y_hat, y = y_hat.to(dtype), y.to(dtype)
     m = y_hat.size(1) // 3
     logit_probs, means = y_hat[:, :m], y_hat[:, m : 2 * m]
     log_scales = torch.clamp(y_hat[:, 2 * m : 3 * m], min=log_scale_min)
