@@ -75,6 +75,7 @@ FIT_MIN_CORRELATION = 0.9  # below this the mel is not an affine function of any
 PER_BAND_MIN_RMSE = 0.1  # a global fit this poor (ln units) ...
 PER_BAND_IMPROVEMENT = 0.5  # ... that band-wise fits halve means a per-band normalisation
 CLIP_FRACTION = 0.005  # share of values sitting exactly at the extreme that marks a clip
+SNAP = 1e-3  # relative: a fitted slope (or an offset) this close to a known scale (to 0) is snapped to it
 FRAME_SLACK = 3  # frames of difference still read as the same time axis
 
 
@@ -550,6 +551,12 @@ def _report(v, layout, found, best, best_band, clip_low, clip_high, frames, h) -
     )
     fit = best_band if per_band else best
     p, a, b = fit["power"], fit["a"], fit["b"]
+    # a fit within SNAP of a known scale / of no offset is that scale exactly (the fit carries float32 noise)
+    scale = _named_scale(a * p)
+    if not per_band and scale is not None and abs(a * p / LOG_SCALES[scale] - 1) < SNAP:
+        a = LOG_SCALES[scale] / p
+    if not per_band and abs(b) < SNAP * max(1.0, abs(a)):
+        b = 0.0
     nyquist = h.sampling_rate / 2
     fmt = MelFormat(
         "fitted",
@@ -655,17 +662,17 @@ def _value_findings(v: np.ndarray, fmt: MelFormat, params: dict) -> list[Finding
         return [
             Finding("linear", "error", f"values are a linear {kind} mel without log; use np.log(np.maximum(mel, 1e-5))")
         ]
-    scale = _named_scale(a_mag)
     lo, hi = float(v.min()), float(v.max())
+    standard = abs(v.mean()) < 0.5 and 0.5 < v.std() < 1.6 and abs(fmt.offset / a_mag) > LEVEL_TOLERANCE
+    # a standardised ln mel can have a log10-like slope (1 / std of ln mels ~ 0.4): its offset and
+    # statistics tell it apart, so it is judged before the named scales
+    scale = None if standard else _named_scale(a_mag)
     c = fmt.clip_high if fmt.clip_high is not None else -fmt.clip_low if fmt.clip_low is not None else None
-    symmetric = (
-        c is not None
-        and c > 0
-        and lo >= -c - 1e-4
-        and hi <= c + 1e-4
-        and (fmt.clip_low is not None and abs(fmt.clip_low + c) < 1e-4)
-    )
-    if scale is None and symmetric:
+    clipped = fmt.clip_low is not None and c is not None and abs(fmt.clip_low + c) < 1e-4
+    symmetric = c is not None and c > 0 and lo >= -c - 1e-4 and hi <= c + 1e-4 and clipped
+    if not symmetric and not standard and lo < 0 and max(-lo, hi) <= COQUI_MAX_NORM + 1e-4:
+        c, symmetric = COQUI_MAX_NORM, True  # within [-4, 4] without reaching a clip: max_norm 4 assumed
+    if scale is None and symmetric and not standard:
         min_db, ref_db = coqui_levels(a_mag, fmt.offset, c)
         params.update(max_norm=c, min_level_db=min_db, ref_level_db=ref_db)
         return [
@@ -689,7 +696,6 @@ def _value_findings(v: np.ndarray, fmt: MelFormat, params: dict) -> list[Finding
     if scale is None:
         mean, std = -fmt.offset / a_mag, 1 / a_mag  # of ln(magnitude mel)
         params.update(mean=mean, std=std)
-        standard = abs(v.mean()) < 0.5 and 0.5 < v.std() < 1.6
         return [
             Finding(
                 "standardized" if standard else "normalized",
