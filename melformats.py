@@ -194,68 +194,57 @@ def hifigan_mel(audio, h) -> np.ndarray:
     return mel[0].numpy()
 
 
-def _librosa_magnitude(y: np.ndarray, n_fft: int, hop_size: int, win_size: int, pad_mode: str) -> np.ndarray:
+class Stft(NamedTuple):
+    """The framing and filterbank of a recipe: the toolkits' LJSpeech values unless given."""
+
+    sampling_rate: int = 22050
+    n_fft: int = 1024
+    hop_size: int = 256
+    win_size: int = 1024
+    num_mels: int = 80
+    fmin: float = 0.0
+    fmax: float | None = None  # None: sampling_rate / 2
+
+
+def _magnitude_mel(audio, s: Stft) -> np.ndarray:
+    """mel(|X|) of librosa.stft with centre (reflect) padding -> (num_mels, N // hop + 1), float64."""
     import librosa
 
-    return np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop_size, win_length=win_size, pad_mode=pad_mode))
+    y = _numpy_audio(audio)
+    spc = np.abs(librosa.stft(y, n_fft=s.n_fft, hop_length=s.hop_size, win_length=s.win_size, pad_mode="reflect"))
+    return filterbank(s.sampling_rate, s.n_fft, s.num_mels, s.fmin, s.fmax) @ spc
 
 
-def tacotron2_mel(
-    audio,
-    sampling_rate: int = 22050,
-    n_fft: int = 1024,
-    hop_size: int = 256,
-    win_size: int = 1024,
-    num_mels: int = 80,
-    fmin: float = 0.0,
-    fmax: float | None = TACOTRON2_FMAX,
-) -> np.ndarray:
+def tacotron2_mel(audio, **stft) -> np.ndarray:
     """NVIDIA Tacotron 2 / WaveGlow (TacotronSTFT.mel_spectrogram): ln(max(1e-5, mel(|X|))) with a
-    reflect padding of n_fft / 2 -> (num_mels, N // hop + 1)."""
+    reflect padding of n_fft / 2 -> (num_mels, N // hop + 1). `stft`: `Stft` fields."""
+    s = Stft(fmax=TACOTRON2_FMAX)._replace(**stft)
     y = torch.as_tensor(_numpy_audio(audio), dtype=torch.float32)
-    window = torch.hann_window(win_size)
-    spec = torch.stft(y, n_fft, hop_size, win_size, window, center=True, pad_mode="reflect", return_complex=True)
-    fb = torch.from_numpy(filterbank(sampling_rate, n_fft, num_mels, fmin, fmax).astype(np.float32))
-    mel = fb @ spec.abs()
-    return torch.log(torch.clamp(mel, min=TACOTRON2_CLIP)).numpy()
+    window = torch.hann_window(s.win_size)
+    spec = torch.stft(y, s.n_fft, s.hop_size, s.win_size, window, center=True, pad_mode="reflect", return_complex=True)
+    fb = torch.from_numpy(filterbank(s.sampling_rate, s.n_fft, s.num_mels, s.fmin, s.fmax).astype(np.float32))
+    return torch.log(torch.clamp(fb @ spec.abs(), min=TACOTRON2_CLIP)).numpy()
 
 
-def espnet_mel(
-    audio,
-    sampling_rate: int = 22050,
-    n_fft: int = 1024,
-    hop_size: int = 256,
-    win_size: int = 1024,
-    num_mels: int = 80,
-    fmin: float = ESPNET_FMIN,
-    fmax: float | None = ESPNET_FMAX,
-) -> np.ndarray:
+def espnet_mel(audio, **stft) -> np.ndarray:
     """ParallelWaveGAN / ESPnet logmelfilterbank: log10(max(1e-10, mel(|X|))), librosa.stft centre
-    (reflect) -> (N // hop + 1, num_mels), saved time-major."""
-    spc = _librosa_magnitude(_numpy_audio(audio), n_fft, hop_size, win_size, "reflect")
-    mel = np.maximum(ESPNET_EPS, filterbank(sampling_rate, n_fft, num_mels, fmin, fmax) @ spc)
-    return np.log10(mel).T.astype(np.float32)
+    (reflect) -> (N // hop + 1, num_mels), saved time-major. `stft`: `Stft` fields."""
+    mel = _magnitude_mel(audio, Stft(fmin=ESPNET_FMIN, fmax=ESPNET_FMAX)._replace(**stft))
+    return np.log10(np.maximum(ESPNET_EPS, mel)).T.astype(np.float32)
 
 
 def coqui_mel(
     audio,
-    sampling_rate: int = 22050,
-    n_fft: int = 1024,
-    hop_size: int = 256,
-    win_size: int = 1024,
-    num_mels: int = 80,
-    fmin: float = 0.0,
-    fmax: float | None = None,
     ref_level_db: float = COQUI_REF_LEVEL_DB,
     min_level_db: float = COQUI_MIN_LEVEL_DB,
     max_norm: float = COQUI_MAX_NORM,
     symmetric: bool = True,
+    **stft,
 ) -> np.ndarray:
     """Coqui TTS AudioProcessor.melspectrogram (defaults): dB of the magnitude mel minus
     ref_level_db, normalised by min_level_db to [-max_norm, max_norm] (symmetric) or
-    [0, max_norm], clipped -> (num_mels, N // hop + 1)."""
-    spc = _librosa_magnitude(_numpy_audio(audio), n_fft, hop_size, win_size, "reflect")
-    mel = filterbank(sampling_rate, n_fft, num_mels, fmin, fmax) @ spc
+    [0, max_norm], clipped -> (num_mels, N // hop + 1). `stft`: `Stft` fields."""
+    mel = _magnitude_mel(audio, Stft()._replace(**stft))
     db = COQUI_SPEC_GAIN * np.log10(np.maximum(COQUI_AMP_FLOOR, mel)) - ref_level_db
     norm = (db - min_level_db) / -min_level_db
     if symmetric:
@@ -263,47 +252,29 @@ def coqui_mel(
     return np.clip(max_norm * norm, 0, max_norm).astype(np.float32)
 
 
-def fastspeech2_mel(
-    audio,
-    sampling_rate: int = 22050,
-    n_fft: int = 1024,
-    hop_size: int = 256,
-    win_size: int = 1024,
-    num_mels: int = 80,
-    fmin: float = 0.0,
-    fmax: float | None = FASTSPEECH2_FMAX,
-) -> np.ndarray:
+def fastspeech2_mel(audio, **stft) -> np.ndarray:
     """ming024 FastSpeech 2: the audio peak-normalised to 1 (prepare_align), then TacotronSTFT ->
-    (N // hop + 1, num_mels), saved time-major."""
+    (N // hop + 1, num_mels), saved time-major. `stft`: `Stft` fields."""
     y = _numpy_audio(audio)
     y = y / max(np.abs(y).max(), 1e-12)
-    return tacotron2_mel(y, sampling_rate, n_fft, hop_size, win_size, num_mels, fmin, fmax).T
+    return tacotron2_mel(y, **{"fmax": FASTSPEECH2_FMAX, **stft}).T
 
 
-def librosa_mel(
-    audio,
-    sampling_rate: int = 22050,
-    n_fft: int = 1024,
-    hop_size: int = 256,
-    win_size: int = 1024,
-    num_mels: int = LIBROSA_N_MELS,
-    fmin: float = 0.0,
-    fmax: float | None = None,
-) -> np.ndarray:
+def librosa_mel(audio, **stft) -> np.ndarray:
     """librosa.feature.melspectrogram (power 2, centre with zeros) + librosa.power_to_db (ref 1,
-    amin 1e-10, top_db 80) -> (num_mels, N // hop + 1)."""
+    amin 1e-10, top_db 80) -> (num_mels, N // hop + 1). `stft`: `Stft` fields."""
     import librosa
 
-    y = _numpy_audio(audio)
+    s = Stft(num_mels=LIBROSA_N_MELS)._replace(**stft)
     power = librosa.feature.melspectrogram(
-        y=y,
-        sr=sampling_rate,
-        n_fft=n_fft,
-        hop_length=hop_size,
-        win_length=win_size,
-        n_mels=num_mels,
-        fmin=fmin,
-        fmax=fmax,
+        y=_numpy_audio(audio),
+        sr=s.sampling_rate,
+        n_fft=s.n_fft,
+        hop_length=s.hop_size,
+        win_length=s.win_size,
+        n_mels=s.num_mels,
+        fmin=s.fmin,
+        fmax=s.fmax,
     )
     return librosa.power_to_db(power, ref=1.0, amin=LIBROSA_AMIN, top_db=LIBROSA_TOP_DB).astype(np.float32)
 
@@ -322,7 +293,7 @@ def recipe_mel(name: str, audio, h) -> np.ndarray:
     }
     if name not in recipes:
         raise ValueError(f"unknown mel format {name!r}; choose one of {', '.join(PRESETS)}")
-    return recipes[name](audio, h.sampling_rate, h.n_fft, h.hop_size, h.win_size)
+    return recipes[name](audio, sampling_rate=h.sampling_rate, n_fft=h.n_fft, hop_size=h.hop_size, win_size=h.win_size)
 
 
 def preset_format(name: str, h) -> MelFormat:
@@ -540,48 +511,42 @@ def identify(mel, audio, h) -> Report:
     return _report(v, layout, found, best, best_band, clip_low, clip_high, frames, h)
 
 
-def _report(v, layout, found, best, best_band, clip_low, clip_high, frames, h) -> Report:
-    """Findings and the fitted format from the best global and best per-band candidates."""
-    bands, t = v.shape
-    per_band = (
-        best_band is not None
-        and best["score"] > PER_BAND_MIN_RMSE
-        and best_band["band_score"] < PER_BAND_IMPROVEMENT * best["score"]
-        and best_band.get("band_r", 0.0) >= FIT_MIN_CORRELATION
-    )
-    fit = best_band if per_band else best
+def _fitted_format(fit: dict, per_band: bool, bands: int, layout: str, clips: tuple, h) -> MelFormat:
+    """The `MelFormat` of the chosen fit; a slope within SNAP of a known scale (an offset within
+    SNAP of 0) is that scale (0) exactly: the fit carries float32 noise."""
     p, a, b = fit["power"], fit["a"], fit["b"]
-    # a fit within SNAP of a known scale / of no offset is that scale exactly (the fit carries float32 noise)
     scale = _named_scale(a * p)
     if not per_band and scale is not None and abs(a * p / LOG_SCALES[scale] - 1) < SNAP:
         a = LOG_SCALES[scale] / p
     if not per_band and abs(b) < SNAP * max(1.0, abs(a)):
         b = 0.0
-    nyquist = h.sampling_rate / 2
-    fmt = MelFormat(
+    fmax = None if fit["fmax"] == h.sampling_rate / 2 else fit["fmax"]
+    return MelFormat(
         "fitted",
         bands,
         fit["fmin"],
-        None if fit["fmax"] == nyquist else fit["fmax"],
+        fmax,
         power=p,
         slope=a,
         offset=b,
         linear=fit["linear"],
-        clip_low=clip_low,
-        clip_high=clip_high,
+        clip_low=clips[0],
+        clip_high=clips[1],
         center=fit["center"],
         layout=layout,
     )
-    params = {k: fit[k] for k in ("fmin", "fmax", "power", "center", "linear")}
-    params.update(slope=a, offset=b, residual=fit["score"], correlation=fit["r"], bands=bands, layout=layout)
-    params.update(clip_low=clip_low, clip_high=clip_high)
+
+
+def _frontend_findings(fit: dict, bands: int, t: int, frames: int, h) -> list[Finding]:
+    """The differences in band count, framing, fmin, fmax and spectrum power of the chosen fit."""
+    found = []
     if bands != h.num_mels:
         found.append(
             Finding(
                 "bands",
                 "error",
-                f"{bands} mel bands but this model takes {h.num_mels}; recompute with num_mels={h.num_mels} "
-                "(or convert through the filterbanks, approximately)",
+                f"{bands} mel bands but this model takes {h.num_mels}; recompute "
+                f"with num_mels={h.num_mels} (or convert through the filterbanks, approximately)",
             )
         )
     if fit["center"]:
@@ -589,8 +554,9 @@ def _report(v, layout, found, best, best_band, clip_low, clip_high, frames, h) -
             Finding(
                 "frames_center",
                 "error",
-                f"{t} frames for {frames} frames of the wav: a centre-padded STFT (frames centred on k * hop, half a hop "
-                f"before this frontend's); recompute with center=False after reflect-padding (n_fft - hop) / 2 samples",
+                f"{t} frames for {frames} frames of the wav: a centre-padded "
+                "STFT (frames centred on k * hop, half a hop before this frontend's); recompute with "
+                "center=False after reflect-padding (n_fft - hop) / 2 samples",
             )
         )
     elif t != frames:
@@ -601,31 +567,42 @@ def _report(v, layout, found, best, best_band, clip_low, clip_high, frames, h) -
                 f"{t} frames but the wav gives {frames}; check hop_size and the sampling rate of the mel's frontend",
             )
         )
-    if fit["fmin"] != float(h.fmin):
-        found.append(
-            Finding(
-                "fmin",
-                "error",
-                f"the mel fits fmin={fit['fmin']:g} Hz, the config has fmin={h.fmin}; recompute with fmin={h.fmin}",
+    for key, config in (("fmin", float(h.fmin)), ("fmax", _hz(h.fmax, h.sampling_rate))):
+        if fit[key] != config:
+            found.append(
+                Finding(
+                    key,
+                    "error",
+                    f"the mel fits {key}={fit[key]:g} Hz, the config has {key}={h[key]}; recompute with {key}={h[key]}",
+                )
             )
-        )
-    if fit["fmax"] != _hz(h.fmax, h.sampling_rate):
-        found.append(
-            Finding(
-                "fmax",
-                "error",
-                f"the mel fits fmax={fit['fmax']:g} Hz, the config has fmax={h.fmax}; recompute with fmax={h.fmax}",
-            )
-        )
-    if p == 2:
+    if fit["power"] == 2:
         found.append(
             Finding(
                 "power_mel",
                 "error",
-                "the filterbank was applied to the power spectrum |X|^2 (librosa's power=2.0); this model takes the "
-                "mel of the magnitude |X| (power=1.0)",
+                "the filterbank was applied to the power spectrum |X|^2 "
+                "(librosa's power=2.0); this model takes the mel of the magnitude |X| (power=1.0)",
             )
         )
+    return found
+
+
+def _report(v, layout, found, best, best_band, clip_low, clip_high, frames, h) -> Report:
+    """Findings and the fitted format from the best global and best per-band candidates."""
+    bands, t = v.shape
+    per_band = (
+        best_band is not None
+        and best["score"] > PER_BAND_MIN_RMSE
+        and best_band["band_score"] < PER_BAND_IMPROVEMENT * best["score"]
+        and best_band.get("band_r", 0.0) >= FIT_MIN_CORRELATION
+    )
+    fit = best_band if per_band else best
+    fmt = _fitted_format(fit, per_band, bands, layout, (clip_low, clip_high), h)
+    params = {k: fit[k] for k in ("fmin", "fmax", "power", "center", "linear")}
+    params.update(slope=fmt.slope, offset=fmt.offset, residual=fit["score"], correlation=fit["r"], bands=bands)
+    params.update(layout=layout, clip_low=clip_low, clip_high=clip_high)
+    found += _frontend_findings(fit, bands, t, frames, h)
     if per_band:
         params.update(band_slope=fit["band_a"], band_offset=fit["band_b"], band_residual=fit["band_score"])
         fmt.band_slope, fmt.band_offset = fit["band_a"], fit["band_b"]
@@ -874,6 +851,54 @@ def _resolve(source, h, params, mel, audio) -> tuple[MelFormat, list[str]]:
     return fmt, notes
 
 
+def _ln_values(v: np.ndarray, fmt: MelFormat, notes: list[str]) -> np.ndarray:
+    """(M, T) values of `fmt` -> ln of the mel of |X|^power, with notes on what was undone and what
+    the source's clips keep out of reach."""
+    if fmt.linear:
+        ln = np.log(np.maximum(v, 1e-30))
+        notes.append("values: linear -> ln")
+    elif fmt.band_slope is not None:
+        ln = (v - fmt.band_offset[:, None]) / fmt.band_slope[:, None]
+        notes.append("values: per-band normalisation undone with the fitted per-band slope and offset")
+    else:
+        ln = (v - fmt.offset) / fmt.slope
+        if (fmt.slope, fmt.offset) != (1.0, 0.0):
+            notes.append(f"values: ln(mel) = (values {-fmt.offset:+.4g}) / {fmt.slope:.4g}")
+    if fmt.clip_low is not None and not fmt.linear and fmt.band_slope is None:
+        floor = (fmt.clip_low - fmt.offset) / fmt.slope / fmt.power
+        if floor > LOG_SILENCE + 0.01 and np.any(v <= fmt.clip_low + 1e-5 * max(1.0, abs(fmt.clip_low))):
+            notes.append(
+                f"could not: the source clipped its values at {fmt.clip_low:.4g} (ln mel {floor:.2f}); quieter bins stay "
+                f"there, above this frontend's floor {LOG_SILENCE:.2f}"
+            )
+    if fmt.clip_high is not None and np.any(v >= fmt.clip_high - 1e-5 * max(1.0, abs(fmt.clip_high))):
+        notes.append(f"could not: values clipped at the top ({fmt.clip_high:g}) stay at that level")
+    return ln
+
+
+def _map_filterbank(lin: np.ndarray, fmt: MelFormat, h, mapping: str, notes: list[str]) -> np.ndarray:
+    """(fmt.num_mels, T) mel of |X|^power in the source's filterbank -> (h.num_mels, T) mel of |X|
+    in this frontend's, through a non-negative spectrum estimate (unchanged when both agree)."""
+    src = (fmt.num_mels, float(fmt.fmin), _hz(fmt.fmax, h.sampling_rate))
+    dst = (h.num_mels, float(h.fmin), _hz(h.fmax, h.sampling_rate))
+    if src == dst and fmt.power == 1:
+        return lin
+    fb_src = filterbank(h.sampling_rate, h.n_fft, fmt.num_mels, float(fmt.fmin), fmt.fmax)
+    pinv = _pinv(h.sampling_rate, h.n_fft, fmt.num_mels, float(fmt.fmin), fmt.fmax) if mapping == "pinv" else None
+    spec = _spectrum_estimate(lin, fb_src, mapping, pinv) ** (1.0 / fmt.power)
+    power = f" of |X|^{fmt.power}" if fmt.power != 1 else ""
+    notes.append(
+        f"filterbank: {src[0]} bands {src[1]:g}-{src[2]:g} Hz{power} -> {dst[0]} bands {dst[1]:g}-{dst[2]:g} Hz "
+        f"of |X| through a non-negative spectrum estimate ({mapping}; approximate)"
+    )
+    if src[1] > dst[1] or src[2] < dst[2]:
+        notes.append(
+            f"could not: the source holds nothing below {src[1]:g} Hz or above {src[2]:g} Hz; those bins were "
+            "extrapolated from the nearest covered bin"
+        )
+    return filterbank(h.sampling_rate, h.n_fft, h.num_mels, float(h.fmin), h.fmax) @ spec
+
+
 def convert(
     mel, source, h, params: dict | None = None, audio=None, mapping: str = MAPPING, center: str = CENTER
 ) -> tuple[np.ndarray, list[str]]:
@@ -904,51 +929,8 @@ def convert(
         notes.append("layout: (T, M) -> (M, T)")
     if v.shape[0] != fmt.num_mels:
         raise ValueError(f"mel of shape {mel.shape} has no axis of {fmt.num_mels} bands ({fmt.name})")
-    # values -> ln of the mel of |X|^power
-    if fmt.linear:
-        ln = np.log(np.maximum(v, 1e-30))
-        notes.append("values: linear -> ln")
-    elif fmt.band_slope is not None:
-        ln = (v - fmt.band_offset[:, None]) / fmt.band_slope[:, None]
-        notes.append("values: per-band normalisation undone with the fitted per-band slope and offset")
-    else:
-        ln = (v - fmt.offset) / fmt.slope
-        if (fmt.slope, fmt.offset) != (1.0, 0.0):
-            notes.append(f"values: ln(mel) = (values {-fmt.offset:+.4g}) / {fmt.slope:.4g}")
-    if fmt.clip_low is not None and not fmt.linear and fmt.band_slope is None:
-        floor = (fmt.clip_low - fmt.offset) / fmt.slope / fmt.power
-        if floor > LOG_SILENCE + 0.01 and np.any(v <= fmt.clip_low + 1e-5 * max(1.0, abs(fmt.clip_low))):
-            notes.append(
-                f"could not: the source clipped its values at {fmt.clip_low:.4g} (ln mel {floor:.2f}); quieter bins stay "
-                f"there, above this frontend's floor {LOG_SILENCE:.2f}"
-            )
-    if fmt.clip_high is not None and np.any(v >= fmt.clip_high - 1e-5 * max(1.0, abs(fmt.clip_high))):
-        notes.append(f"could not: values clipped at the top ({fmt.clip_high:g}) stay at that level")
-    lin = np.exp(ln)  # (M, T), mel of |X|^power
-    # filterbank, band count and spectrum power
-    same_fb = (fmt.num_mels, float(fmt.fmin), _hz(fmt.fmax, h.sampling_rate)) == (
-        h.num_mels,
-        float(h.fmin),
-        _hz(h.fmax, h.sampling_rate),
-    )
-    if not same_fb or fmt.power != 1:
-        fb_src = filterbank(h.sampling_rate, h.n_fft, fmt.num_mels, float(fmt.fmin), fmt.fmax)
-        pinv = _pinv(h.sampling_rate, h.n_fft, fmt.num_mels, float(fmt.fmin), fmt.fmax) if mapping == "pinv" else None
-        spec = _spectrum_estimate(lin, fb_src, mapping, pinv)
-        if fmt.power != 1:
-            spec = spec ** (1.0 / fmt.power)
-        lin = filterbank(h.sampling_rate, h.n_fft, h.num_mels, float(h.fmin), h.fmax) @ spec
-        notes.append(
-            f"filterbank: {fmt.num_mels} bands {fmt.fmin:g}-{_hz(fmt.fmax, h.sampling_rate):g} Hz"
-            f"{' of |X|^' + str(fmt.power) if fmt.power != 1 else ''} -> {h.num_mels} bands {h.fmin:g}-"
-            f"{_hz(h.fmax, h.sampling_rate):g} Hz of |X| through a non-negative spectrum estimate ({mapping}; approximate)"
-        )
-        lo_src, hi_src = float(fmt.fmin), _hz(fmt.fmax, h.sampling_rate)
-        if lo_src > float(h.fmin) or hi_src < _hz(h.fmax, h.sampling_rate):
-            notes.append(
-                f"could not: the source holds nothing below {lo_src:g} Hz or above {hi_src:g} Hz; those bins were "
-                "extrapolated from the nearest covered bin"
-            )
+    lin = np.exp(_ln_values(v, fmt, notes))  # (M, T), mel of |X|^power
+    lin = _map_filterbank(lin, fmt, h, mapping, notes)
     if fmt.center:
         lin = _uncenter(lin, center)
         notes.append(
