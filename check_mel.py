@@ -23,9 +23,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from evaluate import DEFAULT_CONFIG
 from meldataset import LOG_CLIP, LOG_SILENCE, AudioError, load_wav, mel_from_config, mel_spectrogram
-from utils import UserError, exit_with_user_error, load_config
+from utils import DEFAULT_CONFIG, UserError, exit_with_user_error, load_config
 
 LN10 = math.log(10.0)
 # Slope of a mel's values against the natural-log mel of this frontend, for common log scales

@@ -11,6 +11,8 @@ import functools
 import math
 import os
 import random
+import sys
+from collections.abc import Callable
 
 import numpy as np
 import soundfile as sf
@@ -24,6 +26,8 @@ NORMALIZE_PEAK = 0.95  # training audio is peak-normalized to 0.95 (authors' Mel
 LOG_CLIP = 1e-5  # dynamic range compression floor: log(max(x, 1e-5))
 LOG_SILENCE = math.log(LOG_CLIP)  # the value of a silent mel bin
 MAG_EPS = 1e-9  # added under the square root of the STFT magnitude
+MEL_RANGE_SLACK = 0.5  # a mel below log(1e-5) - this is not a natural-log mel of our frontend
+MEL_MAX_PLAUSIBLE = 8.0  # natural-log mel magnitudes of [-1, 1] audio stay well below this
 MEL_FRAME_TOLERANCE = 3  # fine-tuning: mel/audio frame mismatch that is trimmed or padded
 
 
@@ -181,21 +185,107 @@ def get_dataset_filelist(a) -> tuple[list[str], list[str]]:
     )
 
 
-def load_mel(path: str, num_mels: int) -> torch.Tensor:
-    """Load a `.npy` mel of shape (num_mels, T) or (1, num_mels, T) -> (1, num_mels, T) float32."""
+def notice(msg: str) -> None:
+    """One-line notice to stderr (resampling, mixdown, transposed mel...)."""
+    print(f"note: {msg}", file=sys.stderr)
+
+
+def load_mel(path: str, num_mels: int, on_notice: Callable[[str], None] = notice) -> torch.Tensor:
+    """The one mel loader: a `.npy` mel in any accepted layout -> (1, num_mels, T) float32
+    (`MelError` if unusable)."""
+    return mel_layout(read_npy(path), num_mels, path, on_notice)
+
+
+def load_audio(
+    path: str,
+    sampling_rate: int,
+    resample_to_rate: bool = False,
+    mixdown: bool = False,
+    on_notice: Callable[[str], None] = notice,
+) -> np.ndarray:
+    """The one audio loader: any file soundfile reads -> mono (T,) float32 at `sampling_rate`
+    (int16 / 32768 scale). Multi-channel audio is mixed down (`mixdown`) and another rate
+    resampled (`resample_to_rate`), each with a one-line notice; otherwise either is an
+    `AudioError`, as are missing, unreadable, empty and non-finite files."""
+    audio, sr = load_wav(path)
+    if audio.ndim == 2:
+        if not mixdown:
+            raise AudioError(f"{path}: {audio.shape[1]} channels; evaluate mono files")
+        on_notice(f"{path}: {audio.shape[1]} channels mixed down to mono")
+        audio = audio.mean(axis=1)
+    if audio.size == 0:
+        raise AudioError(f"{path}: holds no audio samples; remove it or re-export it")
+    if not np.isfinite(audio).all():
+        raise AudioError(f"{path}: holds NaN or inf samples; re-export it as 16-bit PCM")
+    if sr != sampling_rate:
+        if not resample_to_rate:
+            raise AudioError(
+                f"{path}: {sr} Hz but the config's sampling_rate is {sampling_rate} Hz; "
+                "resample the file or pass the model's --config"
+            )
+        import librosa
+
+        on_notice(f"{path}: {sr} Hz resampled to {sampling_rate} Hz")
+        audio = librosa.resample(audio, orig_sr=sr, target_sr=sampling_rate)
+    return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def read_npy(path: str) -> np.ndarray:
+    """A `.npy` array of numbers, or a one-line `MelError` (missing, unreadable, wrong dtype)."""
     if not os.path.isfile(path):
         raise MelError(f"{path}: mel file not found; fine-tuning needs <input_mels_dir>/<id>.npy for each wav")
     try:
         mel = np.load(path, allow_pickle=False)
-    except Exception as e:
-        raise MelError(f"{path}: not a readable .npy array ({e}); save mels with numpy.save") from None
-    if mel.ndim == 2:
-        mel = mel[None]
-    if mel.ndim != 3 or mel.shape[0] != 1 or mel.shape[1] != num_mels:
-        raise MelError(f"{path}: mel shape {tuple(mel.shape)}; expected ({num_mels}, T) or (1, {num_mels}, T)")
-    if not np.isfinite(mel).all():
-        raise MelError(f"{path}: mel holds NaN or inf values; regenerate it")
-    return torch.from_numpy(np.ascontiguousarray(mel, dtype=np.float32))
+    except Exception as e:  # numpy raises ValueError, OSError, EOFError... for broken files
+        raise MelError(f"{path}: not a readable .npy array ({str(e)[:120]}); save mels with numpy.save") from None
+    if not (np.issubdtype(mel.dtype, np.floating) or np.issubdtype(mel.dtype, np.integer)):
+        raise MelError(f"{path}: mel of dtype {mel.dtype}; save a float32 array")
+    return mel
+
+
+def mel_layout(mel, num_mels: int, name: str, on_notice: Callable[[str], None] = notice) -> torch.Tensor:
+    """The one mel layout normaliser: (num_mels, T), (1, num_mels, T) or (T, num_mels) (numpy or
+    torch) -> (1, num_mels, T) float32 tensor. The transposed layout is reported in one line; any
+    other shape, a wrong band count or NaN/inf values raise `MelError` naming `name`."""
+    mel = torch.as_tensor(np.asarray(mel) if not isinstance(mel, torch.Tensor) else mel)
+    shape = tuple(mel.shape)
+    expected = f"({num_mels}, T), (1, {num_mels}, T) or (T, {num_mels})"
+    if mel.dim() == 3 and mel.shape[0] == 1:
+        mel = mel[0]
+    if mel.dim() != 2:
+        raise MelError(f"{name}: mel of shape {shape}; expected {expected}")
+    if mel.shape[0] != num_mels:
+        if mel.shape[1] != num_mels:
+            raise MelError(
+                f"{name}: mel of shape {shape} has no axis of {num_mels} bands, the generator's num_mels; "
+                f"make mels with the checkpoint's config (num_mels {num_mels}), shaped {expected}"
+            )
+        on_notice(f"{name}: mel of shape {shape} read as (T, num_mels) and transposed")
+        mel = mel.T
+    if mel.shape[1] == 0:
+        raise MelError(f"{name}: mel has 0 frames; regenerate it")
+    mel = mel.float()
+    if not torch.isfinite(mel).all():
+        raise MelError(f"{name}: mel holds NaN or inf values; regenerate it")
+    lo, hi = mel.min().item(), mel.max().item()
+    if lo < LOG_SILENCE - MEL_RANGE_SLACK or hi > MEL_MAX_PLAUSIBLE:
+        on_notice(
+            f"{name}: mel values span [{lo:.1f}, {hi:.1f}]; HiFi-GAN expects natural-log mels clamped "
+            f"at 1e-5 (>= {LOG_SILENCE:.2f}), the output may be noise"
+        )
+    return mel.unsqueeze(0).contiguous()
+
+
+def to_pcm16(audio: np.ndarray) -> np.ndarray:
+    """float audio -> int16 with clipping (the original's cast wraps 1.0 around to -32768)."""
+    return np.clip(np.asarray(audio, dtype=np.float64) * MAX_WAV_VALUE, -MAX_WAV_VALUE, MAX_WAV_VALUE - 1).astype(
+        np.int16
+    )
+
+
+def write_pcm16(path: str, audio: np.ndarray, sampling_rate: int) -> None:
+    """The one audio writer: float audio in [-1, 1] -> 16-bit PCM wav (clipped, see `to_pcm16`)."""
+    sf.write(path, to_pcm16(audio), sampling_rate, subtype="PCM_16")
 
 
 def reconcile_mel_audio(mel: torch.Tensor, audio: torch.Tensor, hop_size: int, name: str):

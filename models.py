@@ -20,6 +20,9 @@ from torch.nn.utils import spectral_norm
 from utils import get_padding, init_weights
 
 LRELU_SLOPE = 0.1  # LeakyReLU slope used throughout (authors' code)
+# NOTE: before conv_post the authors' code calls F.leaky_relu with its default slope, 0.01, not
+# LRELU_SLOPE; kept for faithful outputs.
+POST_SLOPE = 0.01
 PRE_POST_KERNEL = 7  # kernel of the generator's conv_pre and conv_post
 MPD_PERIODS = (2, 3, 5, 7, 11)  # section 2.2: primes, to avoid overlaps
 MPD_CHANNELS = (1, 32, 128, 512, 1024, 1024)
@@ -182,7 +185,6 @@ class Generator(_CompatModule):
     def __init__(self, h):
         super().__init__()
         self.num_kernels = len(h.resblock_kernel_sizes)
-        self.num_upsamples = len(h.upsample_rates)
         self.upsample_rates = list(h.upsample_rates)
         ch0 = h.upsample_initial_channel
         self.conv_pre = weight_norm(Conv1d(h.num_mels, ch0, PRE_POST_KERNEL, 1, padding=get_padding(PRE_POST_KERNEL)))
@@ -200,24 +202,15 @@ class Generator(_CompatModule):
         self.conv_post = weight_norm(Conv1d(ch, 1, PRE_POST_KERNEL, 1, padding=get_padding(PRE_POST_KERNEL)))
         self.ups.apply(init_weights)
         self.conv_post.apply(init_weights)
-        # Inference fast path (see `_FastGenerator`): on unless set to False; its prepared weights
-        # are a cache outside the state dict, rebuilt whenever a parameter changes.
-        self.fast_inference = True
-        self._fast = None
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, num_mels, F) -> (B, 1, F * hop_size).
 
         `lengths` (B,) gives each item's real number of frames in a zero-padded batch: the padding
         is masked after every convolution, so each item's first `lengths[b] * hop_size` samples
-        equal what the item alone would give.
-
-        In eval mode without autograd and without weight norm, CPU float32 input takes the
-        inference fast path (same outputs to float32 rounding); see `uses_fast_path`.
+        equal what the item alone would give. (Fast CPU inference: `engine.prepare`.)
         """
-        if self.uses_fast_path(x):
-            return self._fast_forward(x, lengths)
-        mask, scale = None, 1
+        scale = 1
         if lengths is not None:
             lengths = lengths.to(x.device)
         mask = self._mask_at(lengths, scale, x.shape[-1])
@@ -233,8 +226,7 @@ class Generator(_CompatModule):
                 out = self.resblocks[i * self.num_kernels + j](x, mask)
                 xs = out if xs is None else xs + out
             x = xs / self.num_kernels
-        # NOTE: default LeakyReLU slope (0.01) here, not LRELU_SLOPE, as in the authors' code.
-        x = F.leaky_relu(x)
+        x = F.leaky_relu(x, POST_SLOPE)
         x = self.conv_post(x)
         return torch.tanh(x)
 
@@ -249,215 +241,6 @@ class Generator(_CompatModule):
     def remove_weight_norm(self) -> None:
         """Fold weight norm into plain weights (for inference; same outputs)."""
         remove_weight_norm(self)
-
-    def uses_fast_path(self, x: torch.Tensor) -> bool:
-        """Whether `forward(x)` takes the inference fast path: `fast_inference` set, eval mode,
-        no autograd (`torch.inference_mode()` / `torch.no_grad()`), weight norm removed, a plain
-        float32 CPU tensor, and not inside tracing, `torch.compile`, `torch.export` or ONNX export
-        (those see the reference graph)."""
-        return (
-            self.fast_inference
-            and not self.training
-            and not torch.is_grad_enabled()
-            and type(x) is torch.Tensor
-            and x.device.type == "cpu"
-            and x.dtype == torch.float32
-            and not _is_capturing()
-            and not any(hasattr(m, "_wn_hook") for m in self.modules())
-        )
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_fast"] = None  # a cache (with oneDNN tensors): never pickled or deep-copied
-        return state
-
-    def _fast_forward(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
-        key = _params_key(self)
-        if self._fast is None or self._fast.key != key:
-            self._fast = _FastGenerator(self, key, x.shape[-1])
-        return self._fast(x, lengths)
-
-
-# ---------------------------------------------------------------------------------------------
-# Inference fast path (CPU)
-# ---------------------------------------------------------------------------------------------
-#
-# The same function as `Generator.forward`, reorganized for CPU inference (measured in
-# benchmarks/bench_speed.py; README "Performance"):
-# - activations stay channels-last (B, C, 1, T), the layout oneDNN's direct convolution reads
-#   and writes natively, and weights are reordered once, not at every call;
-# - each transposed convolution is an equivalent stride-1 polyphase convolution whose
-#   rate * C_out output channels, in channels-last memory, already are the interleaved output;
-# - LeakyReLU and residual adds run inside the convolutions (oneDNN post-ops); the first
-#   activation of the MRF blocks of one level is computed once; the MRF average's 1/num_kernels
-#   moves into the next layer's weights (LeakyReLU is positively homogeneous).
-# Without oneDNN (other builds) the same plan runs on F.conv2d with separate elementwise ops.
-
-
-def _is_capturing() -> bool:
-    """True inside jit tracing, torch.compile / torch.export, or ONNX export."""
-    compiler = getattr(torch, "compiler", None)
-    for probe in (
-        torch.jit.is_tracing,
-        getattr(compiler, "is_compiling", None),
-        getattr(compiler, "is_exporting", None),
-        torch.onnx.is_in_onnx_export,
-    ):
-        if probe is not None and probe():
-            return True
-    return False
-
-
-def _params_key(module: nn.Module) -> tuple:
-    """Identity of every parameter's current values: storage address and in-place version."""
-    key = []
-    for p in module.parameters():
-        try:
-            version = p._version
-        except RuntimeError:  # an inference tensor (created under inference_mode) has no version
-            version = None
-        key.append((p.data_ptr(), version, p.shape))
-    return tuple(key)
-
-
-def polyphase_weight(weight: torch.Tensor, bias: torch.Tensor, rate: int, padding: int):
-    """Rewrite ConvTranspose1d(weight (C_in, C_out, K), stride=rate, padding) as a stride-1 conv.
-
-    Output sample m * rate + phi of the transposed conv only sees kernel taps k = phi + padding
-    (mod rate), so each phase phi is an ordinary convolution of the input. Returns `(w, b, pad)`,
-    w (rate * C_out, C_in, 2 * pad + 1) and b (rate * C_out,), such that
-    `conv1d(x, w, b, padding=pad)` is (B, rate * C_out, T) with channel block phi holding output
-    samples m * rate + phi. Needs K - rate == 2 * padding (output length T * rate), as the
-    configs are validated to have.
-    """
-    c_in, c_out, k = weight.shape
-    if k - rate != 2 * padding:
-        raise ValueError(f"polyphase_weight needs kernel - rate == 2 * padding, got {k}, {rate}, {padding}")
-    taps = []  # (phase, input offset from m, kernel tap)
-    for phi in range(rate):
-        q, s = divmod(phi + padding, rate)
-        taps += [(phi, q - j, j * rate + s) for j in range((k - s + rate - 1) // rate)]
-    pad = max(max(-off, off) for _, off, _ in taps)
-    w = weight.new_zeros(rate, c_out, c_in, 2 * pad + 1)
-    for phi, off, tap in taps:
-        w[phi, :, :, off + pad] = weight[:, :, tap].t()
-    return w.reshape(rate * c_out, c_in, 2 * pad + 1), bias.repeat(rate), pad
-
-
-def _onednn_weight(weight: torch.Tensor, args: tuple, length: int) -> torch.Tensor | None:
-    """`weight` (C_out, C_in, 1, K) reordered once into oneDNN's blocked format for inputs of about
-    `length` steps, or None where oneDNN's fused convolution is not available (other builds)."""
-    try:
-        return torch.ops.mkldnn._reorder_convolution_weight(weight, *args, [1, weight.shape[1], 1, length])
-    except (AttributeError, RuntimeError, NotImplementedError):
-        return None
-
-
-class _FastConv:
-    """A stride-1 Conv1d on channels-last (B, C_in, 1, T) activations, with an optional residual
-    `other` added and then a LeakyReLU of slope `slope` applied to the result."""
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, padding: int, dilation: int, length: int):
-        self.weight = weight.detach().unsqueeze(2).contiguous()  # (C_out, C_in, K) -> (C_out, C_in, 1, K)
-        self.bias = bias.detach().contiguous()
-        self.args = ([0, padding], [1, 1], [1, dilation], 1)  # padding, stride, dilation, groups
-        self.packed = _onednn_weight(self.weight, self.args, length)
-
-    def __call__(self, x: torch.Tensor, other: torch.Tensor | None = None, slope: float | None = None) -> torch.Tensor:
-        if self.packed is not None:
-            if other is None:
-                act, scalars = ("leaky_relu", [slope]) if slope is not None else ("none", [])
-                return torch.ops.mkldnn._convolution_pointwise(
-                    x, self.packed, self.bias, *self.args, act, scalars, None
-                )
-            # oneDNN fuses an add; torch's binding only allows ReLU after it, so LeakyReLU runs apart
-            y = torch.ops.mkldnn._convolution_pointwise.binary(
-                x, other, self.packed, self.bias, *self.args, "add", None, None, [], None
-            )
-        else:
-            padding, stride, dilation, groups = self.args
-            y = F.conv2d(x, self.weight, self.bias, stride, padding, dilation, groups)
-            if other is not None:
-                y += other
-        return y if slope is None else F.leaky_relu_(y, slope)
-
-
-class _FastGenerator:
-    """`Generator.forward` for CPU inference, built from the generator's current weights."""
-
-    def __init__(self, g: "Generator", key: tuple, frames: int):
-        self.key = key
-        self.rates = list(g.upsample_rates)
-        self.num_kernels = g.num_kernels
-        inv_k = 1.0 / g.num_kernels  # the MRF average, moved into the layer after it
-        length = frames
-
-        def conv(m: nn.Module, scale: float = 1.0) -> _FastConv:
-            return _FastConv(m.weight * scale, m.bias, m.padding[0], m.dilation[0], length)
-
-        self.conv_pre = conv(g.conv_pre)
-        self.ups, self.blocks = [], []
-        for i, up in enumerate(g.ups):
-            w, b, pad = polyphase_weight(
-                up.weight.detach() * (inv_k if i else 1.0), up.bias.detach(), up.stride[0], up.padding[0]
-            )
-            self.ups.append(_FastConv(w, b, pad, 1, length))
-            length *= up.stride[0]
-            level = []
-            for block in g.resblocks[i * g.num_kernels : (i + 1) * g.num_kernels]:
-                if isinstance(block, ResBlock1):
-                    stages = [[conv(c1), conv(c2)] for c1, c2 in zip(block.convs1, block.convs2)]
-                else:
-                    stages = [[conv(c)] for c in block.convs]
-                level.append(stages)
-            self.blocks.append(level)
-        self.conv_post = conv(g.conv_post, inv_k)
-
-    def __call__(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
-        """x: (B, num_mels, F) -> (B, 1, F * hop_size), as `Generator.forward`."""
-        b, scale = x.shape[0], 1
-        lengths = None if lengths is None else lengths.to(x.device)
-        mask = self._mask_4d(lengths, scale, x.shape[-1])
-        x = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)  # (B, M, F) -> (B, M, 1, F)
-        x = _mask(self.conv_pre(x, slope=LRELU_SLOPE), mask)  # only LReLU(conv_pre(x)) is used
-        last_level = len(self.ups) - 1
-        for i, up in enumerate(self.ups):
-            r = self.rates[i]
-            y = up(x).contiguous(memory_format=torch.channels_last)  # memory (B, T, r, C) = (B, T * r, C)
-            c, t = y.shape[1] // r, y.shape[-1] * r
-            x = y.as_strided((b, c, 1, t), (c * t, 1, c * t, c), y.storage_offset())  # (B, C, 1, T * r)
-            scale *= r
-            mask = self._mask_4d(lengths, scale, t)
-            x = _mask(x, mask)
-            # NOTE: slope 0.01 before conv_post, as in the reference path.
-            slope_out = LRELU_SLOPE if i < last_level else 0.01
-            x = self._mrf(x, self.blocks[i], mask, slope_out)
-        x = self.conv_post(x)
-        return torch.tanh_(x).reshape(b, 1, -1)
-
-    def _mrf(self, x: torch.Tensor, level: list, mask: torch.Tensor | None, slope_out: float) -> torch.Tensor:
-        """LeakyReLU(num_kernels * MRF(x)) for one level: the sum of its residual blocks."""
-        first = F.leaky_relu(x, LRELU_SLOPE)  # the first activation of every block of the level
-        acc = None
-        for j, stages in enumerate(level):
-            h = x
-            for n, stage in enumerate(stages):
-                t = first if n == 0 else F.leaky_relu(h, LRELU_SLOPE)
-                for c in stage[:-1]:
-                    t = _mask(c(t, slope=LRELU_SLOPE), mask)
-                if n < len(stages) - 1:
-                    h = _mask(stage[-1](t, other=h), mask)
-                    continue
-                # last conv of block j: adds the running sum of the blocks (and the block's own
-                # skip); the last block also applies the LeakyReLU that follows the level
-                other = h if acc is None else acc.add_(h)
-                acc = _mask(stage[-1](t, other=other, slope=slope_out if j == len(level) - 1 else None), mask)
-        return acc
-
-    @staticmethod
-    def _mask_4d(lengths: torch.Tensor | None, scale: int, t: int) -> torch.Tensor | None:
-        mask = Generator._mask_at(lengths, scale, t)
-        return None if mask is None else mask.unsqueeze(2)  # (B, 1, T) -> (B, 1, 1, T)
 
 
 # ---------------------------------------------------------------------------------------------

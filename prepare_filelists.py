@@ -16,8 +16,7 @@ import argparse
 import os
 import random
 
-from evaluate import DEFAULT_CONFIG
-from utils import UserError, exit_with_user_error, load_config
+from utils import DEFAULT_CONFIG, UserError, exit_with_user_error, load_config
 
 FILELISTS = ("training.txt", "validation.txt")
 

@@ -37,6 +37,7 @@ from common import (
 )
 
 # the repository's modules: `common` put its root on sys.path
+import engine
 from meldataset import MelDataset, make_demo_dataset, mel_from_config, synth_speechlike
 from models import Generator, MultiPeriodDiscriminator, MultiScaleDiscriminator
 
@@ -112,13 +113,10 @@ def bench_infer(a, theirs, device: torch.device) -> None:
         mel = mel_from_config(audio, h).repeat(a.batch, 1, 1).to(device)  # (B, num_mels, F)
         samples = a.batch * mel.shape[-1] * h.hop_size
 
-        ours = Generator(h).to(device).eval()
-        ours.load_state_dict(sd)
-        ours.remove_weight_norm()
         ref = Generator(h).to(device).eval()
         ref.load_state_dict(sd)
         ref.remove_weight_norm()
-        ref.fast_inference = False
+        ours = engine.prepare(ref) if engine.supports(ref, mel) else ref  # what synthesis.py runs
         impls = {"ours": ours}
         if not a.no_reference:
             impls["ours, fast path off"] = ref
@@ -134,7 +132,7 @@ def bench_infer(a, theirs, device: torch.device) -> None:
             times, cpu = alternate(fns, a.repeats, a.warmup, device)
         base = outs.get("authors'", outs.get("ours, fast path off"))
         base_t, base_c = (stats(d["authors'"])["median"] if "authors'" in d else None for d in (times, cpu))
-        params = sum(p.numel() for p in ours.parameters())
+        params = sum(p.numel() for p in ref.parameters())
         for name, ts in times.items():
             s, c = stats(ts), stats(cpu[name])["median"]
             khz = samples / s["median"] / 1000

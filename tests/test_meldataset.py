@@ -213,7 +213,7 @@ def test_fine_tuning_exactly_one_segment_of_frames(tmp_path):
 def test_fine_tuning_mel_shape_error(tmp_path):
     ds, _ = fine_tuning_dataset(tmp_path, 0)
     np.save(tmp_path / "ft.npy", np.zeros((3, 80, 10), np.float32))
-    with pytest.raises(MelError, match=r"ft.npy: mel shape \(3, 80, 10\); expected \(80, T\) or \(1, 80, T\)"):
+    with pytest.raises(MelError, match=r"ft.npy: mel of shape \(3, 80, 10\); expected \(80, T\), \(1, 80, T\) or \(T, 80\)$"):
         ds[0]
 
 

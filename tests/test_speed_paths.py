@@ -1,7 +1,7 @@
 """The optimized code paths give the reference paths' numbers (README "Performance").
 
-- Generator inference fast path (models._FastGenerator) == the reference forward, for the real
-  V1/V2/V3 configs and after loading an original-format checkpoint; when it is used and when not.
+- CPU inference engine (engine.prepare) == the reference Generator.forward, for the real
+  V1/V2/V3 configs and after loading an original-format checkpoint; which inputs it supports.
 - Polyphase rewrite of ConvTranspose1d == ConvTranspose1d for every (kernel, rate) of the configs.
 - train.frozen: the generator step's gradients are those computed with unfrozen discriminators.
 """
@@ -15,14 +15,14 @@ import torch
 import torch.nn.functional as F
 from conftest import FIXTURES, VERSIONS, config, needs_fixtures, tiny_config
 
-import models
+import engine
+from engine import polyphase_weight
 from models import (
     Generator,
     MultiScaleDiscriminator,
     discriminator_loss,
     feature_loss,
     generator_loss,
-    polyphase_weight,
 )
 from train import frozen
 
@@ -42,15 +42,11 @@ def seeded_generator(h, seed: int = 0) -> Generator:
 
 
 def both_paths(g: Generator, x: torch.Tensor, lengths=None):
-    """(fast path output, reference output) of `g` on `x`, in inference mode."""
+    """(engine output, reference output) of `g` on `x`, in inference mode."""
+    assert engine.supports(g, x)
     with torch.inference_mode():
-        assert g.uses_fast_path(x)
-        fast = g(x, lengths)
-        g.fast_inference = False
-        try:
-            ref = g(x, lengths)
-        finally:
-            g.fast_inference = True
+        fast = engine.prepare(g)(x, lengths)
+        ref = g(x, lengths)
     return fast, ref
 
 
@@ -106,25 +102,17 @@ def test_polyphase_rejects_other_lengths():
         polyphase_weight(torch.randn(2, 2, 5), torch.randn(2), 2, 1)
 
 
-def test_fast_path_used_only_when_safe():
+def test_engine_supports_only_what_it_computes():
     h = tiny_config("v1")
     g = Generator(h).eval()
     x = torch.randn(1, h.num_mels, 4)
-    with torch.inference_mode():
-        assert not g.uses_fast_path(x)  # weight norm still on
+    assert not engine.supports(g, x)  # weight norm still on
     g.remove_weight_norm()
-    with torch.inference_mode():
-        assert g.uses_fast_path(x)
-        assert not g.uses_fast_path(x.to(torch.bfloat16))
-        g.fast_inference = False
-        assert not g.uses_fast_path(x)
-        g.fast_inference = True
-    with torch.no_grad():
-        assert g.uses_fast_path(x)
-    assert not g.uses_fast_path(x)  # autograd on
+    assert engine.supports(g, x)
+    assert not engine.supports(g, x.to(torch.bfloat16))
+    assert not engine.supports(torch.nn.Identity(), x)
     g.train()
-    with torch.no_grad():
-        assert not g.uses_fast_path(x)
+    assert not engine.supports(g, x)
 
 
 def test_tracing_sees_the_reference_graph():
@@ -161,11 +149,11 @@ def test_model_with_prepared_weights_pickles_and_copies(tmp_path):
     g = seeded_generator(h)
     x = torch.randn(1, h.num_mels, 5)
     fast, _ = both_paths(g, x)
-    assert g._fast is not None
-    torch.save(g, tmp_path / "g.pt")  # whole-module pickling skips the cache (oneDNN tensors)
+    assert engine.prepare(g)._fast is not None
+    torch.save(g, tmp_path / "g.pt")  # the engine's oneDNN tensors live outside the module
     g2 = torch.load(tmp_path / "g.pt", weights_only=False)
     g3 = copy.deepcopy(g)
-    assert g2._fast is None and g3._fast is None
+    assert engine.prepare(g2)._fast is None and engine.prepare(g3)._fast is None
     for other in (g2, g3):
         again, _ = both_paths(other, x)
         torch.testing.assert_close(again, fast, rtol=0, atol=0)
@@ -173,12 +161,12 @@ def test_model_with_prepared_weights_pickles_and_copies(tmp_path):
 
 def test_fallback_without_onednn_fusion(monkeypatch):
     """Builds without oneDNN's fused convolution run the same plan on F.conv2d."""
-    monkeypatch.setattr(models, "_onednn_weight", lambda *args: None)
+    monkeypatch.setattr(engine, "_onednn_weight", lambda *args: None)
     for version in VERSIONS:
         h = tiny_config(version)
         g = seeded_generator(h)
         fast, ref = both_paths(g, torch.randn(2, h.num_mels, 7), torch.tensor([7, 3]))
-        assert g._fast.conv_pre.packed is None
+        assert engine.prepare(g)._fast.conv_pre.packed is None
         assert (fast - ref).abs().max() < FAST_TOL
 
 
