@@ -25,9 +25,20 @@ LRELU_SLOPE = 0.1  # LeakyReLU slope used throughout (authors' code)
 POST_SLOPE = 0.01
 PRE_POST_KERNEL = 7  # kernel of the generator's conv_pre and conv_post
 MPD_PERIODS = (2, 3, 5, 7, 11)  # section 2.2: primes, to avoid overlaps
-MPD_CHANNELS = (1, 32, 128, 512, 1024, 1024)
+MPD_CHANNELS = (32, 128, 512, 1024, 1024)  # widths of the 5 (k, 1) convs of each DiscriminatorP
 MPD_KERNEL, MPD_STRIDE = 5, 3
 MSD_NUM_SCALES = 3  # raw audio, x2 and x4 average-pooled (section 2.3)
+MSD_CHANNELS = (128, 128, 256, 512, 1024, 1024, 1024)  # widths of the 7 convs of each DiscriminatorS
+# (kernel, stride, groups, padding) of those 7 convs, as in the authors' code
+MSD_LAYERS = (
+    (15, 1, 1, 7),
+    (41, 2, 4, 20),
+    (41, 2, 16, 20),
+    (41, 4, 16, 20),
+    (41, 4, 16, 20),
+    (41, 1, 16, 20),
+    (5, 1, 1, 2),
+)
 
 _PARAM_G, _PARAM_V = "parametrizations.weight.original0", "parametrizations.weight.original1"
 
@@ -248,19 +259,41 @@ class Generator(_CompatModule):
 # ---------------------------------------------------------------------------------------------
 
 
+def run_discriminators(discriminators, y: torch.Tensor, y_hat: torch.Tensor, pools=()):
+    """Each discriminator on real `y` and generated `y_hat` (B, 1, T); `pools[i - 1]` (when given)
+    downsamples both before discriminator i. Returns (real scores, fake scores, real fmaps, fake
+    fmaps), one entry per discriminator, the structure the losses take."""
+    y_d_rs, y_d_gs, fmap_rs, fmap_gs = [], [], [], []
+    for i, d in enumerate(discriminators):
+        if i != 0 and pools:
+            y, y_hat = pools[i - 1](y), pools[i - 1](y_hat)  # (B, 1, T) -> (B, 1, T / 2)
+        y_d_r, fmap_r = d(y)
+        y_d_g, fmap_g = d(y_hat)
+        y_d_rs.append(y_d_r)
+        fmap_rs.append(fmap_r)
+        y_d_gs.append(y_d_g)
+        fmap_gs.append(fmap_g)
+    return y_d_rs, y_d_gs, fmap_rs, fmap_gs
+
+
 class DiscriminatorP(nn.Module):
     """One MPD sub-discriminator: (B, 1, T) reshaped to (B, 1, T/p, p), then (k, 1) Conv2ds.
-    Returns the flattened score (B, N) and the feature maps."""
+    Returns the flattened score (B, N) and the feature maps. `channels`: the five conv widths."""
 
     def __init__(
-        self, period: int, kernel_size: int = MPD_KERNEL, stride: int = MPD_STRIDE, use_spectral_norm: bool = False
+        self,
+        period: int,
+        kernel_size: int = MPD_KERNEL,
+        stride: int = MPD_STRIDE,
+        use_spectral_norm: bool = False,
+        channels=MPD_CHANNELS,
     ):
         super().__init__()
         self.period = period
         norm_f = spectral_norm if use_spectral_norm else weight_norm
         # NOTE: padding uses get_padding(5, 1) whatever kernel_size is, as in the authors' code.
         pad = (get_padding(MPD_KERNEL, 1), 0)
-        ch = MPD_CHANNELS
+        ch = (1, *channels)
         self.convs = nn.ModuleList(
             [norm_f(Conv2d(ch[i], ch[i + 1], (kernel_size, 1), (stride, 1), padding=pad)) for i in range(4)]
             + [norm_f(Conv2d(ch[4], ch[5], (kernel_size, 1), 1, padding=(2, 0)))]
@@ -284,43 +317,34 @@ class DiscriminatorP(nn.Module):
 
 
 class MultiPeriodDiscriminator(_CompatModule):
-    """MPD: one `DiscriminatorP` per period in `MPD_PERIODS`."""
+    """MPD: one `DiscriminatorP` per period (default `MPD_PERIODS`)."""
 
-    def __init__(self, periods=MPD_PERIODS):
+    def __init__(self, periods=MPD_PERIODS, channels=MPD_CHANNELS):
         super().__init__()
-        self.discriminators = nn.ModuleList(DiscriminatorP(p) for p in periods)
+        self.discriminators = nn.ModuleList(DiscriminatorP(p, channels=channels) for p in periods)
+
+    @classmethod
+    def from_config(cls, h) -> "MultiPeriodDiscriminator":
+        """`mpd_periods` / `mpd_channels` from the config; absent keys give the paper's MPD."""
+        return cls(h.get("mpd_periods", MPD_PERIODS), h.get("mpd_channels", MPD_CHANNELS))
 
     def forward(self, y: torch.Tensor, y_hat: torch.Tensor):
         """y, y_hat: (B, 1, T) -> (real scores, fake scores, real fmaps, fake fmaps), one per period."""
-        y_d_rs, y_d_gs, fmap_rs, fmap_gs = [], [], [], []
-        for d in self.discriminators:
-            y_d_r, fmap_r = d(y)
-            y_d_g, fmap_g = d(y_hat)
-            y_d_rs.append(y_d_r)
-            fmap_rs.append(fmap_r)
-            y_d_gs.append(y_d_g)
-            fmap_gs.append(fmap_g)
-        return y_d_rs, y_d_gs, fmap_rs, fmap_gs
+        return run_discriminators(self.discriminators, y, y_hat)
 
 
 class DiscriminatorS(nn.Module):
-    """One MSD sub-discriminator: strided, grouped Conv1ds on (B, 1, T)."""
+    """One MSD sub-discriminator: strided, grouped Conv1ds on (B, 1, T). `channels`: the seven
+    conv widths (each a multiple of its layer's groups)."""
 
-    def __init__(self, use_spectral_norm: bool = False):
+    def __init__(self, use_spectral_norm: bool = False, channels=MSD_CHANNELS):
         super().__init__()
         norm_f = spectral_norm if use_spectral_norm else weight_norm
-        # (in, out, kernel, stride, groups, padding), as in the authors' code
-        layers = [
-            (1, 128, 15, 1, 1, 7),
-            (128, 128, 41, 2, 4, 20),
-            (128, 256, 41, 2, 16, 20),
-            (256, 512, 41, 4, 16, 20),
-            (512, 1024, 41, 4, 16, 20),
-            (1024, 1024, 41, 1, 16, 20),
-            (1024, 1024, 5, 1, 1, 2),
-        ]
-        self.convs = nn.ModuleList(norm_f(Conv1d(i, o, k, s, groups=g, padding=p)) for i, o, k, s, g, p in layers)
-        self.conv_post = norm_f(Conv1d(1024, 1, 3, 1, padding=1))
+        ch = (1, *channels)
+        self.convs = nn.ModuleList(
+            norm_f(Conv1d(ch[i], ch[i + 1], k, s, groups=g, padding=p)) for i, (k, s, g, p) in enumerate(MSD_LAYERS)
+        )
+        self.conv_post = norm_f(Conv1d(ch[-1], 1, 3, 1, padding=1))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         fmap = []
@@ -338,25 +362,21 @@ class MultiScaleDiscriminator(_CompatModule):
     NOTE: spectral norm on the first (raw-audio) sub-discriminator only, weight norm on the others.
     """
 
-    def __init__(self):
+    def __init__(self, channels=MSD_CHANNELS):
         super().__init__()
-        self.discriminators = nn.ModuleList(DiscriminatorS(use_spectral_norm=(i == 0)) for i in range(MSD_NUM_SCALES))
+        self.discriminators = nn.ModuleList(
+            DiscriminatorS(use_spectral_norm=(i == 0), channels=channels) for i in range(MSD_NUM_SCALES)
+        )
         self.meanpools = nn.ModuleList(AvgPool1d(4, 2, padding=2) for _ in range(MSD_NUM_SCALES - 1))
+
+    @classmethod
+    def from_config(cls, h) -> "MultiScaleDiscriminator":
+        """`msd_channels` from the config; absent, the paper's MSD."""
+        return cls(h.get("msd_channels", MSD_CHANNELS))
 
     def forward(self, y: torch.Tensor, y_hat: torch.Tensor):
         """y, y_hat: (B, 1, T) -> (real scores, fake scores, real fmaps, fake fmaps), one per scale."""
-        y_d_rs, y_d_gs, fmap_rs, fmap_gs = [], [], [], []
-        for i, d in enumerate(self.discriminators):
-            if i != 0:
-                y = self.meanpools[i - 1](y)
-                y_hat = self.meanpools[i - 1](y_hat)
-            y_d_r, fmap_r = d(y)
-            y_d_g, fmap_g = d(y_hat)
-            y_d_rs.append(y_d_r)
-            fmap_rs.append(fmap_r)
-            y_d_gs.append(y_d_g)
-            fmap_gs.append(fmap_g)
-        return y_d_rs, y_d_gs, fmap_rs, fmap_gs
+        return run_discriminators(self.discriminators, y, y_hat, self.meanpools)
 
 
 # ---------------------------------------------------------------------------------------------

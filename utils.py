@@ -142,6 +142,30 @@ def validate_config(h: dict, source: str = "config") -> None:
     for key in ("batch_size", "num_mels", "hop_size", "n_fft", "sampling_rate", "segment_size"):
         if not isinstance(h[key], int) or h[key] <= 0:
             fail(f"{key} must be a positive integer, got {h[key]!r}")
+    validate_discriminator_keys(h, fail)
+
+
+MSD_MAX_GROUPS = 16  # the MSD's grouped convs use up to 16 groups (models.MSD_LAYERS)
+
+
+def validate_discriminator_keys(h: dict, fail) -> None:
+    """The optional discriminator-size keys (absent: the paper's sizes), one `fail` line each."""
+
+    def positive_ints(key: str, n: int | None, example: str) -> list | None:
+        value = h.get(key)
+        if value is None:
+            return None
+        ok = isinstance(value, (list, tuple)) and len(value) > 0 and (n is None or len(value) == n)
+        if not ok or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+            count = f"a list of {n}" if n else "a non-empty list of"
+            fail(f"{key} must be {count} positive integers, got {value!r}; the paper's is {example}")
+        return list(value)
+
+    positive_ints("mpd_periods", None, "[2, 3, 5, 7, 11]")
+    positive_ints("mpd_channels", 5, "[32, 128, 512, 1024, 1024]")
+    msd = positive_ints("msd_channels", 7, "[128, 128, 256, 512, 1024, 1024, 1024]")
+    if msd and any(c % MSD_MAX_GROUPS for c in msd):
+        fail(f"msd_channels {msd}: each width must be a multiple of {MSD_MAX_GROUPS} (the grouped convolutions)")
 
 
 def config_beside(checkpoint_file: str) -> str:

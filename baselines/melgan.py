@@ -35,7 +35,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn import AvgPool1d, Conv1d, ConvTranspose1d
 
-from models import _CompatModule, discriminator_loss, generator_loss, remove_weight_norm, weight_norm
+from models import (
+    _CompatModule,
+    discriminator_loss,
+    generator_loss,
+    remove_weight_norm,
+    run_discriminators,
+    weight_norm,
+)
 from utils import init_weights
 
 # Generator (authors' Generator(input_size=80, ngf=32, n_residual_layers=3); train.py defaults)
@@ -250,17 +257,8 @@ class MelGANDiscriminator(_CompatModule):
         Scores are (B, T_k'), fmaps lists of `n_layers_D + 3` maps (B, C, T) ending with the score
         map, the structure `models.MultiScaleDiscriminator` returns.
         """
-        y_d_rs, y_d_gs, fmap_rs, fmap_gs = [], [], [], []
-        for i, d in enumerate(self.model.values()):
-            if i != 0:
-                y, y_hat = self.downsample(y), self.downsample(y_hat)  # (B, 1, T) -> (B, 1, T / 2)
-            y_d_r, fmap_r = d(y)
-            y_d_g, fmap_g = d(y_hat)
-            y_d_rs.append(y_d_r)
-            fmap_rs.append(fmap_r)
-            y_d_gs.append(y_d_g)
-            fmap_gs.append(fmap_g)
-        return y_d_rs, y_d_gs, fmap_rs, fmap_gs
+        discriminators = list(self.model.values())
+        return run_discriminators(discriminators, y, y_hat, [self.downsample] * (len(discriminators) - 1))
 
 
 # ---------------------------------------------------------------------------------------------
