@@ -123,7 +123,9 @@ def exponential_schedulers(optimizers: dict, h, last_epoch: int) -> list:
     for opt in optimizers.values():
         for group in opt.param_groups:  # checkpoints are saved before any scheduler existed
             group.setdefault("initial_lr", h.learning_rate)
-    return [torch.optim.lr_scheduler.ExponentialLR(o, gamma=h.lr_decay, last_epoch=last_epoch) for o in optimizers.values()]
+    return [
+        torch.optim.lr_scheduler.ExponentialLR(o, gamma=h.lr_decay, last_epoch=last_epoch) for o in optimizers.values()
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
