@@ -5,7 +5,6 @@ import json
 import os
 import shutil
 import struct
-import time
 
 import numpy as np
 import pytest
@@ -187,12 +186,10 @@ def test_demo_data_passes(tmp_path):
 
 
 @needs_ljspeech
-def test_real_speech_passes_fast(tmp_path):
+def test_real_speech_passes(tmp_path):
     ids = sorted(os.path.splitext(n)[0] for n in os.listdir(LJ_WAVS))
     tr, va = write_lists(tmp_path, [f"{i}|t" for i in ids[3:]], [f"{i}|t" for i in ids[:3]])
-    start = time.perf_counter()
     assert check_filelists(tr, va, LJ_WAVS, tiny_config(segment_size=8192)) == []
-    assert time.perf_counter() - start < 5  # 43 clips, 278 s of audio: about 0.1 s on an idle machine
 
 
 def train_argv(tmp_path, fixture_wavs, names, *extra):
