@@ -1,5 +1,9 @@
-"""Train HiFi-GAN (paper section 2.4 and 4): AdamW, ExponentialLR per epoch, a discriminator step
-(MPD + MSD) then a generator step (adversarial + 2 x feature matching + 45 x mel L1) per batch.
+"""Train HiFi-GAN (paper section 2.4 and 4), or the system the config's `model_family` names.
+
+The loop is shared by every system: DDP, resume, atomic checkpoints, signals, data checks and
+TensorBoard are here; the recipe (models, optimizers, the step per batch, the checkpoint layout)
+comes from training.py (`FAMILIES`). HiFi-GAN's step: a discriminator step (MPD + MSD), then a
+generator step (adversarial + 2 x feature matching + 45 x mel L1).
 
     python train.py --config config_v1.json                      # CPU or one GPU
     python train.py --config config_v1.json --demo --training_steps 10   # built-in synthetic data
@@ -14,9 +18,7 @@ Checkpoints `g_XXXXXXXX` / `do_XXXXXXXX` (the authors' format) go to --checkpoin
 
 import argparse
 import collections
-import contextlib
 import datetime
-import itertools
 import math
 import os
 import signal
@@ -33,16 +35,11 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from env import build_env
 from meldataset import MelDataset, get_dataset_filelist, make_demo_dataset, mel_from_config
-from models import (
-    Generator,
-    MultiPeriodDiscriminator,
-    MultiScaleDiscriminator,
-    discriminator_loss,
-    feature_loss,
-    generator_loss,
-)
+from training import HIFIGAN, Family, StepContext
 from utils import (
+    CHECKPOINT_DIGITS,
     CheckpointError,
+    ConfigError,
     UserError,
     exit_with_user_error,
     list_checkpoints,
@@ -54,18 +51,15 @@ from utils import (
     scan_checkpoint,
 )
 
-MEL_LOSS_WEIGHT = 45  # lambda_mel, eq. 7 (lambda_fm = 2 is inside feature_loss)
+FAMILIES = {"hifigan": HIFIGAN}  # model_family -> its training recipe (training.py); one line per system
 MAX_CONSECUTIVE_NONFINITE = 20  # skipped steps in a row that stop the run
 MAX_PRINTED_WARNINGS = 10  # data-check warnings of one kind printed at start (check_data.py lists all)
 NUM_LOGGED_VALIDATION_ITEMS = 5  # audio and spectrogram figures for items 0..4, as the original
 NUM_METRIC_VALIDATION_ITEMS = 3  # --validation_metrics: PESQ and MR-STFT on the first 3 clips
-VALIDATION_METRIC_TAGS = {"pesq_wb": "validation/pesq", "mrstft": "validation/mrstft"}  # evaluate.py column -> tag
+VALIDATION_METRIC_TAGS = {"pesq_wb": "validation/pesq", "mrstft": "validation/mrstft"}  # metrics column -> tag
+STOP_AGREEMENT_STEPS = 5  # several processes agree on a signal every 5 steps (one all_reduce)
 DIST_TIMEOUT = datetime.timedelta(hours=2)  # ranks wait at a barrier during rank-0 validation
 DEMO_DIR = "demo_data"
-# Test hooks (environment): seconds to sleep inside each checkpoint write, and steps whose input
-# is replaced with NaN. Used by tests/test_reliability.py; unset in normal use.
-HOOK_SLOW_SAVE = "HIFIGAN_TEST_SLOW_SAVE"
-HOOK_NAN_STEPS = "HIFIGAN_TEST_NAN_STEPS"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,127 +101,133 @@ def setup_distributed(local_rank: int, world_size: int, rank: int, a, h) -> torc
     return device
 
 
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The plain module under DDP and/or torch.compile wrappers (for state dicts)."""
-    model = getattr(model, "module", model)
-    return getattr(model, "_orig_mod", model)
+def family_of(h) -> Family:
+    """The recipe that trains the config's `model_family` (default "hifigan")."""
+    name = h.get("model_family", "hifigan")
+    if name not in FAMILIES:
+        raise ConfigError(f"model_family {name!r} is not trained by train.py; use one of {', '.join(sorted(FAMILIES))}")
+    return FAMILIES[name]
 
 
-def load_newest_pair(cp_dir: str, generator, mpd, msd, device, is_master: bool):
-    """Load the newest complete (g_, do_) pair from `cp_dir` into the models.
+def seed_and_backends(h, device: torch.device) -> None:
+    torch.manual_seed(h.seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed(h.seed)
+        torch.backends.cudnn.benchmark = True
+        # Convolutions may use TF32 (torch's default, as in the authors' runs). TF32 matmuls stay
+        # off: the networks have none, and the one matmul, the mel filterbank, is kept fp32.
+        torch.backends.cudnn.allow_tf32 = True
 
-    A pair that fails to load (truncated file, another model) is reported by name and the next
-    older one is tried. Returns the `do_` dict (optimizer states, steps, epoch), or None when the
-    folder holds no pair; `CheckpointError` when it holds pairs but none loads (starting over
+
+def step_context(models: dict, device: torch.device, world_size: int, a) -> StepContext:
+    """The modules that run the step: DDP-wrapped for several processes (the plain modules are
+    saved: DDP is unwrapped here and nowhere else), compiled with --compile; AMP and its scaler."""
+    run = frozen_run = models
+    if world_size > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        run = {k: DistributedDataParallel(m, device_ids=ids) for k, m in models.items()}
+    if a.compile:
+        run = {k: torch.compile(m) for k, m in run.items()}
+        frozen_run = {k: torch.compile(m) for k, m in models.items()} if world_size > 1 else run
+    amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[a.amp]
+    scaler = torch.amp.GradScaler(device.type, enabled=a.amp == "fp16")
+    return StepContext(device, amp_dtype, scaler, run, frozen_run)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------
+
+
+def checkpoint_files(cp_dir: str, family: Family, steps: int) -> list[str]:
+    """The files of checkpoint `steps`, in the family's layout order (HiFi-GAN: g_, do_)."""
+    return [os.path.join(cp_dir, f"{prefix}{steps:0{CHECKPOINT_DIGITS}d}") for prefix, _ in family.checkpoint_layout]
+
+
+def load_newest(cp_dir: str, family: Family, models: dict, device, is_master: bool) -> dict | None:
+    """Load the newest complete checkpoint (HiFi-GAN: the g_/do_ pair) from `cp_dir` into `models`.
+
+    A checkpoint that fails to load (truncated file, another model) is reported by name and the
+    next older one is tried. Returns its entries merged (optimizer states, steps, epoch), or None
+    when the folder holds none; `CheckpointError` when it holds some but none loads (starting over
     would silently throw a run away). Unfinished temp files of killed writes are removed first.
     """
     if is_master:
         for path in remove_temp_files(cp_dir):
             print(f"Removed {path} (an unfinished checkpoint write)", flush=True)
-    pairs = list_checkpoints(cp_dir, "do_")
-    for cp_do in reversed(pairs):
-        cp_g = os.path.join(cp_dir, "g_" + cp_do[-8:])
+    last_prefix = family.checkpoint_layout[-1][0]
+    completes = list_checkpoints(cp_dir, last_prefix)
+    for complete in reversed(completes):
+        paths = checkpoint_files(cp_dir, family, int(complete[-CHECKPOINT_DIGITS:]))
         try:
-            if not os.path.isfile(cp_g):
-                raise CheckpointError(f"{cp_g}: missing (the pair of {cp_do})")
-            state_g = load_checkpoint(cp_g, device)
-            state_do = load_checkpoint(cp_do, device)
-            for key, where in (("generator", state_g), ("mpd", state_do), ("msd", state_do)):
-                if key not in where:
-                    raise CheckpointError(f"{cp_g if where is state_g else cp_do}: no '{key}' entry")
-            generator.load_state_dict(state_g["generator"])
-            mpd.load_state_dict(state_do["mpd"])
-            msd.load_state_dict(state_do["msd"])
+            state = {}
+            for path, (_, names) in zip(paths, family.checkpoint_layout):
+                if not os.path.isfile(path):
+                    raise CheckpointError(f"{path}: missing (the pair of {complete})")
+                loaded = load_checkpoint(path, device)
+                for name in (n for n in names if n in models and n not in loaded):
+                    raise CheckpointError(f"{path}: no '{name}' entry")
+                state.update(loaded)
+            for name, model in models.items():
+                model.load_state_dict(state[name])
         except (CheckpointError, RuntimeError, KeyError) as e:
             if is_master:
                 reason = " ".join(line.strip() for line in str(e).splitlines()[:2])  # torch: header + first error
-                print(f"WARNING: skipping checkpoint {cp_do[-8:]}: {reason}", flush=True)
+                print(f"WARNING: skipping checkpoint {complete[-CHECKPOINT_DIGITS:]}: {reason}", flush=True)
             continue
         if is_master:
-            print(f"Resuming from {cp_g} and {cp_do} (step {state_do['steps']}, epoch {state_do['epoch']})")
-        return state_do
-    if pairs:
+            print(f"Resuming from {' and '.join(paths)} (step {state['steps']}, epoch {state['epoch']})")
+        return state
+    if completes:
         raise CheckpointError(
-            f"{cp_dir}: none of its {len(pairs)} checkpoint pair(s) loads (reasons above); use another "
+            f"{cp_dir}: none of its {len(completes)} checkpoint pair(s) loads (reasons above); use another "
             "--checkpoint_path to start over, or the config these checkpoints were trained with"
         )
     return None
 
 
-def save_checkpoints(cp_dir: str, steps: int, epoch: int, generator, mpd, msd, optim_g, optim_d, keep: int) -> None:
-    """Write `g_{steps}` then `do_{steps}` atomically; then prune pairs beyond the newest `keep`
-    (0 keeps all). A failed write raises `CheckpointError` and keeps every older checkpoint."""
-    slow = float(os.environ.get(HOOK_SLOW_SAVE, "0") or 0)
-    g_path, do_path = (os.path.join(cp_dir, f"{p}{steps:08d}") for p in ("g_", "do_"))
-    state_do = {
-        "mpd": mpd.state_dict(),
-        "msd": msd.state_dict(),
-        "optim_g": optim_g.state_dict(),
-        "optim_d": optim_d.state_dict(),
-        "steps": steps,
-        "epoch": epoch,
-    }
-    previous = scan_checkpoint(cp_dir, "do_")
+def save_checkpoints(cp_dir: str, steps: int, epoch: int, family: Family, objects: dict, keep: int) -> None:
+    """Write the files of checkpoint `steps` atomically in layout order (HiFi-GAN: `g_` then
+    `do_`, which also holds steps and epoch and so marks a complete pair), then prune all but the
+    newest `keep` (0 keeps all). `objects`: the models and optimizers by name. A failed write
+    raises `CheckpointError` and keeps every older checkpoint."""
+    paths = checkpoint_files(cp_dir, family, steps)
+    states = [{name: objects[name].state_dict() for name in names} for _, names in family.checkpoint_layout]
+    states[-1].update(steps=steps, epoch=epoch)
+    previous = scan_checkpoint(cp_dir, family.checkpoint_layout[-1][0])
     try:
-        save_checkpoint(g_path, {"generator": generator.state_dict()})
-        if slow:
-            time.sleep(slow)
-        save_checkpoint(do_path, state_do)
+        for path, state in zip(paths, states):
+            save_checkpoint(path, state)
     except OSError as e:
-        if os.path.exists(g_path) and not os.path.exists(do_path):  # half a pair: free its space
-            os.remove(g_path)
+        if not os.path.exists(paths[-1]):  # an incomplete checkpoint: free its space
+            for path in filter(os.path.exists, paths[:-1]):
+                os.remove(path)
         resume = f"from {os.path.basename(previous)}, which is intact" if previous else "from the start"
         raise CheckpointError(
             f"{cp_dir}: could not write checkpoint {steps:08d} ({e.strerror or e}); free disk space or fix "
             f"permissions, then restart: training resumes {resume}"
         ) from None
-    print(f"Saved checkpoints {g_path} and {do_path}", flush=True)
+    print(f"Saved checkpoints {' and '.join(paths)}", flush=True)
     if keep > 0:
-        kept = list_checkpoints(cp_dir, "do_")[-keep:]
-        oldest = os.path.basename(kept[0])[len("do_") :]
-        # older pairs, and generators whose do_ never got written (a kill during a save)
-        old = [p for prefix in ("g_", "do_") for p in list_checkpoints(cp_dir, prefix) if p[-8:] < oldest]
-        for path in old:
-            try:
-                os.remove(path)
-            except OSError as e:
-                print(f"WARNING: could not delete old checkpoint {path} ({e.strerror}); delete it by hand")
+        prune_checkpoints(cp_dir, family, keep)
 
 
-def optimizer_step(loss: torch.Tensor, optimizer, params, scaler) -> tuple[bool, bool]:
-    """Backward, then step unless the gradients are non-finite.
-
-    Returns (stepped, counted): `counted` marks a skipped step that is a real numerical problem
-    (not an fp16 GradScaler overflow, which the scaler handles by lowering its scale).
-    """
-    scaler.scale(loss).backward()
-    scaler.unscale_(optimizer)
-    grads = [p.grad for p in params if p.grad is not None]
-    norm = torch.nn.utils.get_total_norm(grads, foreach=True) if grads else loss.detach().float()
-    finite = bool(torch.isfinite(norm))  # the one host sync of this optimizer step
-    if finite:
-        scaler.step(optimizer)
-    scaler.update()
-    counted = not finite and (not scaler.is_enabled() or not bool(torch.isfinite(loss.detach())))
-    return finite, counted
+def prune_checkpoints(cp_dir: str, family: Family, keep: int) -> None:
+    """Delete checkpoints older than the newest `keep` complete ones, and files whose checkpoint
+    never completed (a kill during a save)."""
+    prefixes = [prefix for prefix, _ in family.checkpoint_layout]
+    oldest = list_checkpoints(cp_dir, prefixes[-1])[-keep:][0][-CHECKPOINT_DIGITS:]
+    old = [p for prefix in prefixes for p in list_checkpoints(cp_dir, prefix) if p[-CHECKPOINT_DIGITS:] < oldest]
+    for path in old:
+        try:
+            os.remove(path)
+        except OSError as e:
+            print(f"WARNING: could not delete old checkpoint {path} ({e.strerror}); delete it by hand")
 
 
-@contextlib.contextmanager
-def frozen(*modules: torch.nn.Module):
-    """Parameters of `modules` require no gradient inside the block.
-
-    The generator step back-propagates through the discriminators but never uses their weight
-    gradients (the next discriminator step zeroes them), so it does not compute them: the same
-    generator update for about a third less backward work through the discriminators.
-    """
-    params = [p for m in modules for p in m.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
+# ---------------------------------------------------------------------------------------------
+# Signals, non-finite steps, stopping
+# ---------------------------------------------------------------------------------------------
 
 
 class StopRequest:
@@ -248,9 +248,50 @@ def ignore_stop_signals(worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    """Mixed-precision context for the networks (a no-op for fp32)."""
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+class NonFiniteSteps:
+    """Counts steps whose update was skipped for a non-finite loss or gradient (see
+    `training.optimizer_step`); MAX_CONSECUTIVE_NONFINITE in a row stop the run."""
+
+    def __init__(self):
+        self.in_a_row, self.total = 0, 0
+
+    def check(self, steps: int, updates: dict, sw, checkpoint_path: str) -> None:
+        """`updates`: {name: (stepped, counted)} of this step; `sw`: the master's SummaryWriter."""
+        if not any(counted for _, counted in updates.values()):
+            self.in_a_row = 0
+            return
+        self.in_a_row += 1
+        self.total += 1
+        if sw is not None:
+            skipped = " and ".join(name for name, (stepped, _) in updates.items() if not stepped)
+            print(
+                f"WARNING: step {steps}: non-finite loss or gradient, {skipped} update skipped "
+                f"({self.in_a_row} in a row, {self.total} in total)",
+                flush=True,
+            )
+        if self.in_a_row >= MAX_CONSECUTIVE_NONFINITE:
+            if sw is not None:  # the counter's last value reaches the event file
+                sw.add_scalar("training/nonfinite_steps", self.total, steps)
+                sw.close()
+            raise UserError(
+                f"{MAX_CONSECUTIVE_NONFINITE} steps in a row had non-finite losses or gradients (step "
+                f"{steps}); stopping. The last good checkpoint in {checkpoint_path} is intact: check "
+                "the data (python check_data.py ...), lower learning_rate, or use --amp none"
+            )
+
+
+def agree_to_stop(stop: StopRequest, steps: int, world_size: int, device: torch.device) -> bool:
+    """Whether a signal stops the run after this step. Several processes must stop at the same
+    step: they agree (one all_reduce) every STOP_AGREEMENT_STEPS steps only; in between, DDP's
+    gradient all-reduce keeps them in step without any extra synchronisation."""
+    requested = stop.signum is not None
+    if world_size == 1:
+        return requested
+    if steps % STOP_AGREEMENT_STEPS != 0:
+        return False
+    flag = torch.tensor([float(requested)], device=device)
+    dist.all_reduce(flag)
+    return bool(flag.item())
 
 
 def check_training_data(a, h, world_size: int, is_master: bool) -> None:
@@ -302,6 +343,15 @@ def check_training_data(a, h, world_size: int, is_master: bool) -> None:
         )
 
 
+def loader_workers(requested: int, is_master: bool) -> int:
+    """The config's num_workers, capped at the CPU cores this process may use (more only make
+    the workers compete; torch warns about it), with one line when capped."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if requested > cores and is_master:
+        print(f"num_workers {requested} capped at {cores}: the CPU cores available to this process", flush=True)
+    return min(requested, cores)
+
+
 def build_loaders(a, h, batch_size: int, world_size: int, rank: int, is_master: bool, pin: bool):
     """(train sampler, train loader, validation loader or None) as the original builds them, over
     the checked file lists of check_training_data."""
@@ -319,7 +369,7 @@ def build_loaders(a, h, batch_size: int, world_size: int, rank: int, is_master: 
         base_mels_path=a.input_mels_dir,
     )
     sampler = DistributedSampler(trainset, num_replicas=world_size, rank=rank) if world_size > 1 else None
-    workers = h.num_workers
+    workers = loader_workers(h.num_workers, is_master)
     train_loader = DataLoader(
         trainset,
         num_workers=workers,
@@ -354,20 +404,25 @@ def build_loaders(a, h, batch_size: int, world_size: int, rank: int, is_master: 
 # ---------------------------------------------------------------------------------------------
 
 
-def log_step(sw, steps: int, terms: dict, lr: float, seconds: float, nonfinite_total: int) -> None:
-    """TensorBoard scalars: the original tags plus each loss term, lr and seconds per step."""
-    sw.add_scalar("training/gen_loss_total", terms["gen_loss_total"], steps)
-    sw.add_scalar("training/mel_spec_error", terms["mel_spec_error"], steps)
-    for name in ("disc_loss_total", "gen_loss_mpd", "gen_loss_msd", "fm_loss_mpd", "fm_loss_msd", "mel_loss"):
-        sw.add_scalar(f"training/{name}", terms[name], steps)
-    sw.add_scalar("training/learning_rate", lr, steps)
-    sw.add_scalar("training/seconds_per_step", seconds, steps)
-    sw.add_scalar("training/nonfinite_steps", nonfinite_total, steps)
+def log_step(sw, steps: int, family: Family, terms: dict, lr: float, seconds: float, nonfinite: int, a) -> None:
+    """The authors' stdout line every --stdout_interval steps; every --summary_interval steps the
+    TensorBoard scalars: each loss term (`training/<name>`, the original tags among them), the
+    learning rate, seconds per step and the count of skipped non-finite steps."""
+    if steps % a.stdout_interval == 0:
+        values = "".join(f"{label} : {terms[name].item():4.3f}, " for label, name in family.stdout_terms)
+        print(f"Steps : {steps:d}, {values}s/b : {seconds:4.3f}", flush=True)
+    if steps % a.summary_interval == 0:
+        for name, value in terms.items():
+            sw.add_scalar(f"training/{name}", value.item(), steps)
+        sw.add_scalar("training/learning_rate", lr, steps)
+        sw.add_scalar("training/seconds_per_step", seconds, steps)
+        sw.add_scalar("training/nonfinite_steps", nonfinite, steps)
 
 
 def validate(generator, validation_loader, h, device, sw, steps: int, metrics=None) -> float:
     """Mel L1 over the validation set (rank 0), with audio and spectrograms for the first items;
-    `metrics` (evaluate.py names, from --validation_metrics) are logged for the first few clips."""
+    `metrics` (metrics.py names, from --validation_metrics) are logged for the first few clips.
+    `generator`: the module that maps a mel (1, M, F) to audio (1, 1, T)."""
     generator.eval()
     scores = []
     if device.type == "cuda":
@@ -382,7 +437,7 @@ def validate(generator, validation_loader, h, device, sw, steps: int, metrics=No
             val_err_tot += F.l1_loss(y_mel[..., :frames], y_g_hat_mel[..., :frames]).item()
             n += 1
             if metrics and j < NUM_METRIC_VALIDATION_ITEMS:
-                from evaluate import compute_metrics
+                from metrics import compute_metrics
 
                 scores.append(compute_metrics(y[0].numpy(), y_g_hat[0, 0].float().cpu().numpy(), h, metrics))
             if j < NUM_LOGGED_VALIDATION_ITEMS:
@@ -402,231 +457,116 @@ def validate(generator, validation_loader, h, device, sw, steps: int, metrics=No
     return val_err
 
 
+def open_logs(a, is_master: bool):
+    """(SummaryWriter, validation metric names) on the master process, (None, None) elsewhere."""
+    if not is_master:
+        return None, None
+    from torch.utils.tensorboard import SummaryWriter
+
+    metric_names = None
+    if a.validation_metrics:
+        from metrics import available_metrics
+
+        metric_names = available_metrics(["pesq", "mrstft"])
+    return SummaryWriter(os.path.join(a.checkpoint_path, "logs")), metric_names
+
+
+def save_and_validate(a, h, family, models, optimizers, steps, epoch, save: bool, logs, loader, device) -> None:
+    """On the master: the checkpoint when `save`, validation every --validation_interval steps."""
+    sw, metric_names = logs
+    if save:
+        try:
+            save_checkpoints(a.checkpoint_path, steps, epoch, family, {**models, **optimizers}, a.keep_checkpoints)
+        except CheckpointError:
+            sw.close()  # keep the logged scalars
+            raise
+    if steps % a.validation_interval == 0:
+        validate(family.synthesize(models), loader, h, device, sw, steps, metric_names)
+
+
 # ---------------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------------
 
 
 def train(local_rank: int, a, h, world_size: int, rank_offset: int = 0) -> None:
-    """One training process (rank `rank_offset + local_rank` of `world_size`)."""
+    """One training process (rank `rank_offset + local_rank` of `world_size`): the family's
+    models, resume, then its step per batch; checkpoints, validation and logs on rank 0."""
     rank = int(os.environ.get("RANK", rank_offset + local_rank))
     is_master = rank == 0
     device = setup_distributed(local_rank, world_size, rank, a, h)
     batch_size = h.batch_size // world_size  # the config's batch is global, split across processes
-    torch.manual_seed(h.seed)
-    if device.type == "cuda":
-        torch.cuda.manual_seed(h.seed)
-        torch.backends.cudnn.benchmark = True
-        # Convolutions may use TF32 (torch's default, as in the authors' runs). TF32 matmuls stay
-        # off: the networks have none, and the one matmul, the mel filterbank, is kept fp32.
-        torch.backends.cudnn.allow_tf32 = True
-
-    generator = Generator(h).to(device)
-    mpd = MultiPeriodDiscriminator().to(device)
-    msd = MultiScaleDiscriminator().to(device)
+    seed_and_backends(h, device)
+    family = family_of(h)
+    models = family.build_models(h, device)
     if is_master:
-        print(generator)
+        print(next(iter(models.values())))
         os.makedirs(a.checkpoint_path, exist_ok=True)
         print("checkpoints directory : ", a.checkpoint_path)
-
-    state_do = load_newest_pair(a.checkpoint_path, generator, mpd, msd, device, is_master)
-    steps, last_epoch = (0, -1) if state_do is None else (state_do["steps"] + 1, state_do["epoch"])
-
-    optim_g = torch.optim.AdamW(generator.parameters(), h.learning_rate, betas=[h.adam_b1, h.adam_b2])
-    optim_d = torch.optim.AdamW(
-        itertools.chain(msd.parameters(), mpd.parameters()), h.learning_rate, betas=[h.adam_b1, h.adam_b2]
-    )
-    if state_do is not None:
-        optim_g.load_state_dict(state_do["optim_g"])
-        optim_d.load_state_dict(state_do["optim_d"])
-        for group in optim_g.param_groups + optim_d.param_groups:  # saved before any scheduler existed
-            group.setdefault("initial_lr", h.learning_rate)
-    scheduler_g = torch.optim.lr_scheduler.ExponentialLR(optim_g, gamma=h.lr_decay, last_epoch=last_epoch)
-    scheduler_d = torch.optim.lr_scheduler.ExponentialLR(optim_d, gamma=h.lr_decay, last_epoch=last_epoch)
-    params_g, params_d = list(generator.parameters()), list(msd.parameters()) + list(mpd.parameters())
-
-    # Wrapped modules run the steps; the plain ones (generator, mpd, msd) are saved.
-    g_run, mpd_run, msd_run = generator, mpd, msd
-    if world_size > 1:
-        ids = [device.index] if device.type == "cuda" else None
-        g_run, mpd_run, msd_run = (DistributedDataParallel(m, device_ids=ids) for m in (generator, mpd, msd))
-    if a.compile:
-        g_run, mpd_run, msd_run = (torch.compile(m) for m in (g_run, mpd_run, msd_run))
-    mpd_g, msd_g = mpd_run, msd_run  # the generator step's discriminators (parameters frozen)
-    if world_size > 1:  # without DDP: it would wait for the weight gradients that are never made
-        mpd_g, msd_g = (torch.compile(m) if a.compile else m for m in (mpd, msd))
-
+    state = load_newest(a.checkpoint_path, family, models, device, is_master)
+    steps, last_epoch = (0, -1) if state is None else (state["steps"] + 1, state["epoch"])
+    optimizers = family.build_optimizers(models, h)
+    for name, optimizer in optimizers.items() if state is not None else ():
+        optimizer.load_state_dict(state[name])
+    schedulers = family.build_schedulers(optimizers, h, last_epoch)
+    ctx = step_context(models, device, world_size, a)
     sampler, train_loader, validation_loader = build_loaders(
         a, h, batch_size, world_size, rank, is_master, pin=device.type == "cuda"
     )
-    sw, val_metrics = None, None
-    if is_master:
-        from torch.utils.tensorboard import SummaryWriter
-
-        if a.validation_metrics:
-            from evaluate import available_metrics
-
-            val_metrics = available_metrics(["pesq", "mrstft"])
-
-        sw = SummaryWriter(os.path.join(a.checkpoint_path, "logs"))
-
-    amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[a.amp]
-    scaler = torch.amp.GradScaler(device.type, enabled=a.amp == "fp16")
-    nan_steps = {int(s) for s in os.environ.get(HOOK_NAN_STEPS, "").split(",") if s.strip()}
-
-    stop = StopRequest()
+    logs = open_logs(a, is_master)
+    stop, nonfinite = StopRequest(), NonFiniteSteps()
     previous_handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    nonfinite_run, nonfinite_total = 0, 0
-    generator.train()
-    mpd.train()
-    msd.train()
+    for model in models.values():
+        model.train()
     done = a.training_steps is not None and steps >= a.training_steps
-    epoch = max(0, last_epoch)
     for epoch in range(max(0, last_epoch), a.training_epochs):
         if done:
             break
+        start = time.time()
         if is_master:
-            start = time.time()
             print(f"Epoch: {epoch + 1}")
         if sampler is not None:
             sampler.set_epoch(epoch)
-        batches = train_loader
-        if is_master and sys.stdout.isatty():
-            from tqdm import tqdm
-
-            batches = tqdm(train_loader, desc=f"epoch {epoch + 1}", leave=False)
-        for batch in batches:
+        for batch in progress(train_loader, epoch, is_master):
             start_b = time.time()
-            x, y, _, y_mel = batch
-            x = x.to(device, non_blocking=True)
-            y = y.to(device, non_blocking=True).unsqueeze(1)  # (B, T) -> (B, 1, T)
-            y_mel = y_mel.to(device, non_blocking=True)
-            if steps in nan_steps:
-                x = torch.full_like(x, float("nan"))
-
-            with autocast(device, amp_dtype):
-                y_g_hat = g_run(x)
-            y_g_hat_mel = mel_from_config(y_g_hat.squeeze(1), h, fmax_for_loss=True)  # fp32 always
-
-            # Discriminator step: MPD and MSD on the detached generator output
-            optim_d.zero_grad(set_to_none=True)
-            with autocast(device, amp_dtype):
-                y_df_hat_r, y_df_hat_g, _, _ = mpd_run(y, y_g_hat.detach())
-                loss_disc_f, _, _ = discriminator_loss(y_df_hat_r, y_df_hat_g)
-                y_ds_hat_r, y_ds_hat_g, _, _ = msd_run(y, y_g_hat.detach())
-                loss_disc_s, _, _ = discriminator_loss(y_ds_hat_r, y_ds_hat_g)
-                loss_disc_all = loss_disc_s + loss_disc_f
-            d_ok, d_bad = optimizer_step(loss_disc_all, optim_d, params_d, scaler)
-
-            # Generator step: mel L1, feature matching, adversarial
-            optim_g.zero_grad(set_to_none=True)
-            loss_mel = F.l1_loss(y_mel, y_g_hat_mel) * MEL_LOSS_WEIGHT
-            with autocast(device, amp_dtype), frozen(mpd, msd):
-                y_df_hat_r, y_df_hat_g, fmap_f_r, fmap_f_g = mpd_g(y, y_g_hat)
-                y_ds_hat_r, y_ds_hat_g, fmap_s_r, fmap_s_g = msd_g(y, y_g_hat)
-                loss_fm_f = feature_loss(fmap_f_r, fmap_f_g)
-                loss_fm_s = feature_loss(fmap_s_r, fmap_s_g)
-                loss_gen_f, _ = generator_loss(y_df_hat_g)
-                loss_gen_s, _ = generator_loss(y_ds_hat_g)
-            loss_gen_all = loss_gen_s + loss_gen_f + loss_fm_s + loss_fm_f + loss_mel
-            g_ok, g_bad = optimizer_step(loss_gen_all, optim_g, params_g, scaler)
-
-            if not (d_bad or g_bad):
-                nonfinite_run = 0
-            else:
-                nonfinite_run += 1
-                nonfinite_total += 1
-                if is_master:
-                    print(
-                        f"WARNING: step {steps}: non-finite loss or gradient, "
-                        f"{'discriminator' if not d_ok else ''}{' and ' if not (d_ok or g_ok) else ''}"
-                        f"{'generator' if not g_ok else ''} update skipped "
-                        f"({nonfinite_run} in a row, {nonfinite_total} in total)",
-                        flush=True,
-                    )
-                if nonfinite_run >= MAX_CONSECUTIVE_NONFINITE:
-                    if is_master:  # the counter's last value reaches the event file
-                        sw.add_scalar("training/nonfinite_steps", nonfinite_total, steps)
-                        sw.close()
-                    raise UserError(
-                        f"{MAX_CONSECUTIVE_NONFINITE} steps in a row had non-finite losses or gradients (step "
-                        f"{steps}); stopping. The last good checkpoint in {a.checkpoint_path} is intact: check "
-                        "the data (python check_data.py ...), lower learning_rate, or use --amp none"
-                    )
-
+            terms, updates = family.train_step(models, optimizers, batch, h, ctx)
+            nonfinite.check(steps, updates, logs[0], a.checkpoint_path)
             if is_master:
-                seconds = time.time() - start_b
-                if steps % a.stdout_interval == 0 or steps % a.summary_interval == 0:
-                    with torch.no_grad():
-                        mel_error = F.l1_loss(y_mel, y_g_hat_mel).item()
-                if steps % a.stdout_interval == 0:
-                    print(
-                        f"Steps : {steps:d}, Gen Loss Total : {loss_gen_all.item():4.3f}, "
-                        f"Mel-Spec. Error : {mel_error:4.3f}, s/b : {seconds:4.3f}",
-                        flush=True,
-                    )
-                if steps % a.summary_interval == 0:
-                    terms = {
-                        "gen_loss_total": loss_gen_all.item(),
-                        "mel_spec_error": mel_error,
-                        "disc_loss_total": loss_disc_all.item(),
-                        "gen_loss_mpd": loss_gen_f.item(),
-                        "gen_loss_msd": loss_gen_s.item(),
-                        "fm_loss_mpd": loss_fm_f.item(),
-                        "fm_loss_msd": loss_fm_s.item(),
-                        "mel_loss": loss_mel.item(),
-                    }
-                    log_step(sw, steps, terms, optim_g.param_groups[0]["lr"], seconds, nonfinite_total)
-
+                lr = next(iter(optimizers.values())).param_groups[0]["lr"]
+                log_step(logs[0], steps, family, terms, lr, time.time() - start_b, nonfinite.total, a)
             last_step = a.training_steps is not None and steps + 1 >= a.training_steps
-            stop_now = stop.signum is not None
-            if world_size > 1:  # every rank must agree to stop at the same step
-                flag = torch.tensor([float(stop_now)], device=device)
-                dist.all_reduce(flag)
-                stop_now = bool(flag.item())
-            periodic = steps % a.checkpoint_interval == 0 and steps != 0
+            done = agree_to_stop(stop, steps, world_size, device) or last_step
+            save = done or (steps % a.checkpoint_interval == 0 and steps != 0)
             if is_master:
-                if periodic or last_step or stop_now:
-                    try:
-                        save_checkpoints(
-                            a.checkpoint_path,
-                            steps,
-                            epoch,
-                            generator,
-                            mpd,
-                            msd,
-                            optim_g,
-                            optim_d,
-                            a.keep_checkpoints,
-                        )
-                    except CheckpointError:
-                        sw.close()  # keep the logged scalars
-                        raise
-                if steps % a.validation_interval == 0:
-                    validate(generator, validation_loader, h, device, sw, steps, val_metrics)
-            if world_size > 1:
-                dist.barrier()
+                save_and_validate(a, h, family, models, optimizers, steps, epoch, save, logs, validation_loader, device)
+            if world_size > 1 and (save or steps % a.validation_interval == 0):
+                dist.barrier()  # the other ranks wait for rank 0's checkpoint write and validation
             steps += 1
-            if last_step or stop_now:
-                done = True
+            if done:
                 break
-
         if done:
             break
-        scheduler_g.step()
-        scheduler_d.step()
+        for scheduler in schedulers:
+            scheduler.step()
         if is_master:
             print(f"Time taken for epoch {epoch + 1} is {int(time.time() - start)} sec\n")
-
     for sig, handler in previous_handlers.items():
         signal.signal(sig, handler)
     if is_master:
         if stop.signum is not None:
             print(f"Stopped by signal {signal.Signals(stop.signum).name} at step {steps - 1}; checkpoint written.")
-        sw.close()
+        logs[0].close()
     if world_size > 1:
         dist.destroy_process_group()
+
+
+def progress(loader, epoch: int, is_master: bool):
+    """The batches of `loader`, with a progress bar on the master when attached to a terminal."""
+    if not (is_master and sys.stdout.isatty()):
+        return loader
+    from tqdm import tqdm
+
+    return tqdm(loader, desc=f"epoch {epoch + 1}", leave=False)
 
 
 def run_process(local_rank: int, a, h, world_size: int, rank_offset: int) -> None:

@@ -39,7 +39,7 @@ from common import (
 # the repository's modules: `common` put its root on sys.path
 import engine
 from meldataset import MelDataset, make_demo_dataset, mel_from_config, synth_speechlike
-from models import Generator, MultiPeriodDiscriminator, MultiScaleDiscriminator
+from models import Generator
 
 WEIGHT_G_SCALE = 1.5  # as the shared fixtures: non-trivial activations from a seeded init
 
@@ -173,42 +173,23 @@ def training_batch(h, batch: int, segment: int, seed: int):
 
 
 def our_trainer(h, sd, device):
-    """Our models and one step of train.py's loop body (fp32, no AMP)."""
-    from models import discriminator_loss, feature_loss, generator_loss
-    from train import MEL_LOSS_WEIGHT, frozen, optimizer_step
+    """Our models and train.py's step (training.HIFIGAN, imported: fp32, no AMP, no DDP)."""
+    import training
 
     torch.manual_seed(0)
-    g = Generator(h).to(device).train()
-    g.load_state_dict(sd)
-    mpd, msd = MultiPeriodDiscriminator().to(device).train(), MultiScaleDiscriminator().to(device).train()
-    opt_g = torch.optim.AdamW(g.parameters(), h.learning_rate, betas=[h.adam_b1, h.adam_b2])
-    params_d = list(msd.parameters()) + list(mpd.parameters())
-    opt_d = torch.optim.AdamW(params_d, h.learning_rate, betas=[h.adam_b1, h.adam_b2])
+    models = training.HIFIGAN.build_models(h, device)
+    models["generator"].load_state_dict(sd)
+    for m in models.values():
+        m.train()
+    optimizers = training.HIFIGAN.build_optimizers(models, h)
     scaler = torch.amp.GradScaler(device.type, enabled=False)
-    params_g = list(g.parameters())
-    F = torch.nn.functional
+    ctx = training.StepContext(device, None, scaler, models, models)
 
     def step(x, y, y_mel):
-        y_g_hat = g(x)
-        y_g_hat_mel = mel_from_config(y_g_hat.squeeze(1), h, fmax_for_loss=True)
-        opt_d.zero_grad(set_to_none=True)
-        y_df_hat_r, y_df_hat_g, _, _ = mpd(y, y_g_hat.detach())
-        loss_disc_f, _, _ = discriminator_loss(y_df_hat_r, y_df_hat_g)
-        y_ds_hat_r, y_ds_hat_g, _, _ = msd(y, y_g_hat.detach())
-        loss_disc_s, _, _ = discriminator_loss(y_ds_hat_r, y_ds_hat_g)
-        optimizer_step(loss_disc_s + loss_disc_f, opt_d, params_d, scaler)
-        opt_g.zero_grad(set_to_none=True)
-        loss_mel = F.l1_loss(y_mel, y_g_hat_mel) * MEL_LOSS_WEIGHT
-        with frozen(mpd, msd):
-            y_df_hat_r, y_df_hat_g, fmap_f_r, fmap_f_g = mpd(y, y_g_hat)
-            y_ds_hat_r, y_ds_hat_g, fmap_s_r, fmap_s_g = msd(y, y_g_hat)
-        loss_gen_f, _ = generator_loss(y_df_hat_g)
-        loss_gen_s, _ = generator_loss(y_ds_hat_g)
-        loss = loss_gen_s + loss_gen_f + feature_loss(fmap_s_r, fmap_s_g) + feature_loss(fmap_f_r, fmap_f_g) + loss_mel
-        optimizer_step(loss, opt_g, params_g, scaler)
-        return loss.detach()
+        terms, _ = training.HIFIGAN.train_step(models, optimizers, (x, y.squeeze(1), None, y_mel), h, ctx)
+        return terms["gen_loss_total"]
 
-    return step, (g, mpd, msd)
+    return step, tuple(models.values())
 
 
 def authors_trainer(theirs, h, sd, device):

@@ -194,7 +194,7 @@ def test_checkpoint_mode_vocodes_references(tmp_path, clip, one_thread):
 
 @needs_pesq
 def test_train_validation_metrics_logs_pesq_and_mrstft(tmp_path, one_thread):
-    from test_train import run_train, scalar_tags
+    from conftest import run_train, scalar_tags
 
     cp = run_train(tmp_path, "--validation_interval", "1", "--validation_metrics", steps=1)
     acc = scalar_tags(cp / "logs")
@@ -207,7 +207,7 @@ def test_train_validation_metrics_logs_pesq_and_mrstft(tmp_path, one_thread):
 
 def test_validation_without_metrics_never_imports_them(tmp_path, monkeypatch, one_thread):
     """Off by default: validate() runs with the metric modules unimportable and logs no metric tags."""
-    from test_train import scalar_tags
+    from conftest import scalar_tags
     from torch.utils.data import DataLoader
     from torch.utils.tensorboard import SummaryWriter
 

@@ -16,8 +16,8 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, harmonic, tiny_config, write_wav
-from test_train import scalar_tags
+from conftest import REPO, harmonic, scalar_tags, tiny_config, write_wav
+from train_runner import nan_at
 
 import train
 from utils import CheckpointError, list_checkpoints, load_checkpoint, remove_temp_files
@@ -56,10 +56,11 @@ def complete_steps(cp) -> list[int]:
 class Run:
     """train.py in a subprocess and its own process group; a thread collects its output lines."""
 
-    def __init__(self, argv, **env):
-        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **env)
+    def __init__(self, argv, faults=()):
+        """`faults`: tests/train_runner.py options (e.g. ("--slow_save", "600"))."""
+        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
-            [sys.executable, os.path.join(REPO, "train.py"), *argv],
+            [sys.executable, os.path.join(REPO, "tests", "train_runner.py"), *faults, "--", *argv],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -121,7 +122,7 @@ def test_sigkill_anywhere_then_resume_and_sigterm(tmp_path):
     assert load_checkpoint(str(cp / f"do_{newest:08d}"))["steps"] == newest  # the newest complete pair loads
 
     # 2. restart: resumes there, step count continuous; SIGKILL during the next write (g_ written, do_ not yet)
-    run = Run(argv + ["--checkpoint_interval", "1"], HIFIGAN_TEST_SLOW_SAVE="600")
+    run = Run(argv + ["--checkpoint_interval", "1"], faults=("--slow_save", "600"))
     half = cp / f"g_{newest + 1:08d}"
     run.wait_for(half.exists)
     assert not (cp / f"do_{newest + 1:08d}").exists()
@@ -145,20 +146,21 @@ def test_sigkill_anywhere_then_resume_and_sigterm(tmp_path):
     assert load_checkpoint(str(cp / f"do_{stop:08d}"))["steps"] == stop
     assert "generator" in load_checkpoint(str(cp / f"g_{stop:08d}"))
     assert "Traceback" not in run.output
-    shutil.rmtree(cp)  # about 0.85 GB per do_ file (full-size discriminators)
 
 
 def tiny_pair(seed: int):
     """Stand-ins for generator, MPD, MSD and their optimizers: save/load logic only."""
     torch.manual_seed(seed)
-    models = [torch.nn.Linear(3, 2) for _ in range(3)]
-    optims = [torch.optim.AdamW(m.parameters()) for m in models[:2]]
+    models = {name: torch.nn.Linear(3, 2) for name in ("generator", "mpd", "msd")}
+    optims = {
+        name: torch.optim.AdamW(models[m].parameters()) for name, m in (("optim_g", "generator"), ("optim_d", "mpd"))
+    }
     return models, optims
 
 
-def save_pair(cp, steps: int, seed: int, keep: int = 0) -> list:
+def save_pair(cp, steps: int, seed: int, keep: int = 0) -> dict:
     models, optims = tiny_pair(seed)
-    train.save_checkpoints(str(cp), steps, 0, *models, *optims, keep)
+    train.save_checkpoints(str(cp), steps, 0, train.HIFIGAN, {**models, **optims}, keep)
     return models
 
 
@@ -173,18 +175,18 @@ def test_broken_newest_checkpoint_falls_back_to_older(tmp_path, capsys):
     (cp / "do_00000003").write_bytes(data[: len(data) // 2])  # truncated
     models, _ = tiny_pair(seed=9)
     capsys.readouterr()
-    state = train.load_newest_pair(str(cp), *models, "cpu", True)
+    state = train.load_newest(str(cp), train.HIFIGAN, models, "cpu", True)
     out = capsys.readouterr().out
     assert f"WARNING: skipping checkpoint 00000003: {cp}/do_00000003: cannot be read as a checkpoint" in out
     assert "WARNING: skipping checkpoint 00000002: Error(s) in loading state_dict for Linear: size mismatch" in out
     assert f"Resuming from {cp}/g_00000001 and {cp}/do_00000001 (step 1, epoch 0)" in out
     assert state["steps"] == 1
-    for loaded, saved in zip(models, first):
+    for loaded, saved in zip(models.values(), first.values()):
         torch.testing.assert_close(loaded.state_dict(), saved.state_dict(), rtol=0, atol=0)
     (cp / "g_00000001").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match=r"cp: none of its 3 checkpoint pair\(s\) loads"):
-        train.load_newest_pair(str(cp), *models, "cpu", True)
-    assert train.load_newest_pair(str(tmp_path), *models, "cpu", True) is None  # no checkpoints: start
+        train.load_newest(str(cp), train.HIFIGAN, models, "cpu", True)
+    assert train.load_newest(str(tmp_path), train.HIFIGAN, models, "cpu", True) is None  # no checkpoints: start
 
 
 def test_failed_checkpoint_write_keeps_previous_pair(tmp_path, monkeypatch):
@@ -248,7 +250,7 @@ def test_nan_batches_are_skipped_and_counted_silent_clips_are_not_nan(tmp_path, 
     (tmp_path / "data" / "train.txt").write_text("silent|\nquiet|\n")
     (tmp_path / "data" / "val.txt").write_text("val|\n")
     data = (str(wavs), str(tmp_path / "data" / "train.txt"), str(tmp_path / "data" / "val.txt"))
-    monkeypatch.setenv(train.HOOK_NAN_STEPS, "1,3,4")
+    monkeypatch.setitem(train.FAMILIES, "hifigan", nan_at(train.HIFIGAN, {1, 3, 4}))
     monkeypatch.setattr(train, "MAX_CONSECUTIVE_NONFINITE", 2)
     argv = base_argv(tmp_path, data) + ["--checkpoint_interval", "2", "--training_steps", "10"]
     with pytest.raises(SystemExit) as e:

@@ -3,7 +3,7 @@
 - CPU inference engine (engine.prepare) == the reference Generator.forward, for the real
   V1/V2/V3 configs and after loading an original-format checkpoint; which inputs it supports.
 - Polyphase rewrite of ConvTranspose1d == ConvTranspose1d for every (kernel, rate) of the configs.
-- train.frozen: the generator step's gradients are those computed with unfrozen discriminators.
+- training.frozen: the generator step's gradients are those computed with unfrozen discriminators.
 """
 
 import copy
@@ -24,7 +24,7 @@ from models import (
     feature_loss,
     generator_loss,
 )
-from train import frozen
+from training import frozen
 
 FAST_TOL = 1e-4  # acceptance bound of the issue; measured differences are about 1e-7
 

@@ -10,7 +10,18 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import FIXTURES, REPO, harmonic, needs_fixtures, tiny_config, write_wav
+from conftest import (
+    FIXTURES,
+    REPO,
+    harmonic,
+    largest_file,
+    needs_fixtures,
+    run_train,
+    scalar_tags,
+    tiny_config,
+    write_tiny_config,
+)
+from conftest import make_training_data as make_data
 
 import train
 from meldataset import mel_spectrogram
@@ -18,45 +29,6 @@ from models import MultiPeriodDiscriminator, MultiScaleDiscriminator
 from utils import load_checkpoint
 
 ORIGINAL_TAGS = ("training/gen_loss_total", "training/mel_spec_error", "validation/mel_spec_error")
-
-
-def make_data(folder, n=3, seconds=0.6):
-    wavs = folder / "wavs"
-    wavs.mkdir(parents=True, exist_ok=True)
-    ids = [f"clip{i}" for i in range(n)]
-    for i, name in enumerate(ids):
-        write_wav(wavs / f"{name}.wav", harmonic(seconds, f0=110 + 30 * i, seed=i))
-    (folder / "train.txt").write_text("".join(f"{i}|text\n" for i in ids))
-    (folder / "val.txt").write_text(f"{ids[0]}|text\n")
-    return str(wavs), str(folder / "train.txt"), str(folder / "val.txt")
-
-
-def write_tiny_config(folder, version="v1", **overrides):
-    h = tiny_config(version, segment_size=2048, **overrides)
-    path = folder / f"tiny_{version}.json"
-    path.write_text(json.dumps(dict(h)))
-    return str(path)
-
-
-def run_train(tmp_path, *extra, config=None, steps=2, data=None):
-    wavs, tr, va = data or make_data(tmp_path / "data")
-    argv = [
-        "--config", config or write_tiny_config(tmp_path),
-        "--input_wavs_dir", wavs, "--input_training_file", tr, "--input_validation_file", va,
-        "--checkpoint_path", str(tmp_path / "cp"), "--training_steps", str(steps),
-        "--stdout_interval", "1", "--summary_interval", "1", "--validation_interval", "1000",
-        "--checkpoint_interval", "1000", "--device", "cpu",
-    ]  # fmt: skip
-    train.main(argv + list(extra))
-    return tmp_path / "cp"
-
-
-def scalar_tags(logdir):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0, "images": 0, "audio": 0})
-    acc.Reload()
-    return acc
 
 
 def test_fine_tuning_flag_parsing():
@@ -77,6 +49,7 @@ def test_few_steps_checkpoints_and_tensorboard(tmp_path, capsys):
     assert set(g) == {"generator"} and set(do) == {"mpd", "msd", "optim_g", "optim_d", "steps", "epoch"}
     assert do["steps"] == 2 and do["epoch"] == 2  # 3 clips, batch 2: one step per epoch
     assert "conv_pre.weight_g" in g["generator"] and "discriminators.0.convs.0.weight_orig" in do["msd"]
+    assert largest_file(tmp_path) < 5 * 2**20  # about 1.5 MB: narrow discriminators (conftest), not 0.85 GB
     acc = scalar_tags(cp / "logs")
     tags = acc.Tags()
     for tag in ORIGINAL_TAGS + ("training/disc_loss_total", "training/mel_loss", "training/learning_rate"):
@@ -113,7 +86,7 @@ def test_resume_from_original_format_pair(tmp_path, capsys):
     cp.mkdir()
     shutil.copy(os.path.join(FIXTURES, "g_v2_original_format.pt"), cp / "g_00000100")
     g_state = load_checkpoint(str(cp / "g_00000100"))["generator"]
-    mpd, msd = MultiPeriodDiscriminator(), MultiScaleDiscriminator()
+    mpd, msd = MultiPeriodDiscriminator.from_config(h), MultiScaleDiscriminator.from_config(h)
     gen_params = [torch.nn.Parameter(v.clone()) for v in g_state.values()]
     optim_g = torch.optim.AdamW(gen_params, 2e-4, betas=[0.8, 0.99])
     optim_d = torch.optim.AdamW(list(msd.parameters()) + list(mpd.parameters()), 2e-4, betas=[0.8, 0.99])
@@ -189,21 +162,29 @@ def ddp_run(tmp_path, launcher, *extra, **config_overrides):
     return subprocess.run(launcher(argv), capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
 
 
-def assert_rank0_alone_wrote(r, cp):
-    """Two processes trained 2 steps; rank 0 alone printed, logged and wrote the checkpoint."""
+def assert_rank0_alone_wrote(r, cp, steps=2):
+    """Two processes trained `steps` steps; rank 0 alone printed, logged and wrote the checkpoint."""
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("Steps : 1,") == 1  # printed by rank 0 only
-    assert sorted(os.listdir(cp)) == ["config.json", "do_00000001", "g_00000001", "logs"]
+    last = f"{steps - 1:08d}"
+    assert sorted(os.listdir(cp)) == ["config.json", f"do_{last}", f"g_{last}", "logs"]
     assert len(os.listdir(cp / "logs")) == 1  # one event file: rank 0's
-    do = load_checkpoint(str(cp / "do_00000001"))
-    assert do["steps"] == 1
+    do = load_checkpoint(str(cp / f"do_{last}"))
+    assert do["steps"] == steps - 1
     assert not any(k.startswith("module.") for k in do["mpd"])  # DDP unwrapped before saving
 
 
 def test_ddp_torchrun_two_processes_gloo(tmp_path):
+    """torchrun, 2 processes, 10 steps. Besides DDP's own gradient all-reduce, each rank makes 2
+    all_reduce calls (the stop agreement at steps 0 and 5) and 2 barriers (validation at step 0,
+    the checkpoint at step 9); one of each per step before the redesign (10 and 10)."""
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    r = ddp_run(tmp_path, lambda argv: [*torchrun, os.path.join(REPO, "train.py"), *argv])
-    assert_rank0_alone_wrote(r, tmp_path / "cp")
+    runner = [*torchrun, os.path.join(REPO, "tests", "train_runner.py"), "--count_collectives", "--"]
+    extra = ("--training_steps", "10", "--validation_interval", "1000")
+    r = ddp_run(tmp_path, lambda argv: [*runner, *argv], *extra)
+    assert_rank0_alone_wrote(r, tmp_path / "cp", steps=10)
+    for rank in (0, 1):
+        assert f"collectives rank {rank}: all_reduce 2 barrier 2\n" in r.stdout, r.stdout[-2000:]
 
 
 SPAWN_SCRIPT = """
