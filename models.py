@@ -276,6 +276,18 @@ def run_discriminators(discriminators, y: torch.Tensor, y_hat: torch.Tensor, poo
     return y_d_rs, y_d_gs, fmap_rs, fmap_gs
 
 
+def score_and_features(x: torch.Tensor, convs, conv_post) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The body both sub-discriminators share: `convs` each followed by leaky ReLU, then
+    `conv_post`. Returns the flattened score (B, N) and every layer's output (the feature maps)."""
+    fmap = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), LRELU_SLOPE)
+        fmap.append(x)
+    x = conv_post(x)
+    fmap.append(x)
+    return torch.flatten(x, 1, -1), fmap
+
+
 class DiscriminatorP(nn.Module):
     """One MPD sub-discriminator: (B, 1, T) reshaped to (B, 1, T/p, p), then (k, 1) Conv2ds.
     Returns the flattened score (B, N) and the feature maps. `channels`: the five conv widths."""
@@ -301,19 +313,14 @@ class DiscriminatorP(nn.Module):
         self.conv_post = norm_f(Conv2d(ch[5], 1, (3, 1), 1, padding=(1, 0)))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        fmap = []
+        """x: (B, 1, T) -> (score (B, N), feature maps)."""
         b, c, t = x.shape
         if t % self.period != 0:  # reflect-pad to a whole number of periods
             n_pad = self.period - (t % self.period)
             x = F.pad(x, (0, n_pad), "reflect")
             t = t + n_pad
         x = x.view(b, c, t // self.period, self.period)  # (B, 1, T) -> (B, 1, T/p, p)
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            fmap.append(x)
-        x = self.conv_post(x)
-        fmap.append(x)
-        return torch.flatten(x, 1, -1), fmap
+        return score_and_features(x, self.convs, self.conv_post)
 
 
 class MultiPeriodDiscriminator(_CompatModule):
@@ -347,13 +354,8 @@ class DiscriminatorS(nn.Module):
         self.conv_post = norm_f(Conv1d(ch[-1], 1, 3, 1, padding=1))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        fmap = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            fmap.append(x)
-        x = self.conv_post(x)
-        fmap.append(x)
-        return torch.flatten(x, 1, -1), fmap
+        """x: (B, 1, T) -> (score (B, N), feature maps)."""
+        return score_and_features(x, self.convs, self.conv_post)
 
 
 class MultiScaleDiscriminator(_CompatModule):
