@@ -35,12 +35,13 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from env import build_env
 from meldataset import MelDataset, get_dataset_filelist, make_demo_dataset, mel_from_config
-from training import HIFIGAN, Family, StepContext
+from training import GAN, Family, StepContext
 from utils import (
     CHECKPOINT_DIGITS,
     CheckpointError,
     ConfigError,
     UserError,
+    default_device,
     exit_with_user_error,
     list_checkpoints,
     load_checkpoint,
@@ -51,7 +52,9 @@ from utils import (
     scan_checkpoint,
 )
 
-FAMILIES = {"hifigan": HIFIGAN}  # model_family -> its training recipe (training.py); one line per system
+# model_family -> its training recipe (training.py); one line per system. MelGAN and HiFi-GAN share
+# the GAN recipe: their config keys choose the generator, discriminators, losses and optimizer.
+FAMILIES = {"hifigan": GAN, "melgan": GAN}
 MAX_CONSECUTIVE_NONFINITE = 20  # skipped steps in a row that stop the run
 MAX_PRINTED_WARNINGS = 10  # data-check warnings of one kind printed at start (check_data.py lists all)
 NUM_LOGGED_VALIDATION_ITEMS = 5  # audio and spectrogram figures for items 0..4, as the original
@@ -60,6 +63,7 @@ VALIDATION_METRIC_TAGS = {"pesq_wb": "validation/pesq", "mrstft": "validation/mr
 STOP_AGREEMENT_STEPS = 5  # several processes agree on a signal every 5 steps (one all_reduce)
 DIST_TIMEOUT = datetime.timedelta(hours=2)  # ranks wait at a barrier during rank-0 validation
 DEMO_DIR = "demo_data"
+DEMO_CLIPS = 24  # --demo: synthetic training clips (and 4 validation clips)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,33 +148,28 @@ def checkpoint_files(cp_dir: str, family: Family, steps: int) -> list[str]:
     return [os.path.join(cp_dir, f"{prefix}{steps:0{CHECKPOINT_DIGITS}d}") for prefix, _ in family.checkpoint_layout]
 
 
-def load_newest(cp_dir: str, family: Family, models: dict, device, is_master: bool) -> dict | None:
-    """Load the newest complete checkpoint (HiFi-GAN: the g_/do_ pair) from `cp_dir` into `models`.
+def load_newest(cp_dir: str, family: Family, objects: dict, device, is_master: bool) -> dict | None:
+    """Load the newest complete checkpoint (HiFi-GAN: the g_/do_ pair) from `cp_dir` into
+    `objects` (the models and optimizers by name).
 
-    A checkpoint that fails to load (truncated file, another model) is reported by name and the
-    next older one is tried. Returns its entries merged (optimizer states, steps, epoch), or None
+    A checkpoint that fails to load (truncated file, another model or variant) is reported by
+    name and the next older one is tried. Returns its entries merged (steps, epoch...), or None
     when the folder holds none; `CheckpointError` when it holds some but none loads (starting over
     would silently throw a run away). Unfinished temp files of killed writes are removed first.
     """
     if is_master:
         for path in remove_temp_files(cp_dir):
             print(f"Removed {path} (an unfinished checkpoint write)", flush=True)
-    last_prefix = family.checkpoint_layout[-1][0]
-    completes = list_checkpoints(cp_dir, last_prefix)
+    completes = list_checkpoints(cp_dir, family.checkpoint_layout[-1][0])
     for complete in reversed(completes):
         paths = checkpoint_files(cp_dir, family, int(complete[-CHECKPOINT_DIGITS:]))
         try:
             state = {}
             for path, (_, names) in zip(paths, family.checkpoint_layout):
-                if not os.path.isfile(path):
-                    raise CheckpointError(f"{path}: missing (the pair of {complete})")
-                loaded = load_checkpoint(path, device)
-                for name in (n for n in names if n in models and n not in loaded):
-                    raise CheckpointError(f"{path}: no '{name}' entry")
-                state.update(loaded)
-            for name, model in models.items():
-                model.load_state_dict(state[name])
-        except (CheckpointError, RuntimeError, KeyError) as e:
+                state.update(read_entries(path, names, objects, complete, device))
+            for name, obj in objects.items():
+                obj.load_state_dict(state[name])
+        except (CheckpointError, RuntimeError, KeyError, ValueError) as e:
             if is_master:
                 reason = " ".join(line.strip() for line in str(e).splitlines()[:2])  # torch: header + first error
                 print(f"WARNING: skipping checkpoint {complete[-CHECKPOINT_DIGITS:]}: {reason}", flush=True)
@@ -186,13 +185,28 @@ def load_newest(cp_dir: str, family: Family, models: dict, device, is_master: bo
     return None
 
 
+def read_entries(path: str, names, objects: dict, complete: str, device) -> dict:
+    """One checkpoint file, checked against the objects of this run: each of `names` that the run
+    has must be in the file, and the file may hold no entry of `names` the run lacks (a variant
+    without MPD or MSD saves what it has)."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: missing (the pair of {complete})")
+    loaded = load_checkpoint(path, device)
+    for name in (n for n in names if n in loaded and n not in objects):
+        raise CheckpointError(f"{path}: holds '{name}', which this config does not train")
+    for name in (n for n in names if n in objects and n not in loaded):
+        raise CheckpointError(f"{path}: no '{name}' entry")
+    return loaded
+
+
 def save_checkpoints(cp_dir: str, steps: int, epoch: int, family: Family, objects: dict, keep: int) -> None:
     """Write the files of checkpoint `steps` atomically in layout order (HiFi-GAN: `g_` then
     `do_`, which also holds steps and epoch and so marks a complete pair), then prune all but the
     newest `keep` (0 keeps all). `objects`: the models and optimizers by name. A failed write
     raises `CheckpointError` and keeps every older checkpoint."""
     paths = checkpoint_files(cp_dir, family, steps)
-    states = [{name: objects[name].state_dict() for name in names} for _, names in family.checkpoint_layout]
+    layout = family.checkpoint_layout
+    states = [{name: objects[name].state_dict() for name in names if name in objects} for _, names in layout]
     states[-1].update(steps=steps, epoch=epoch)
     previous = scan_checkpoint(cp_dir, family.checkpoint_layout[-1][0])
     try:
@@ -503,11 +517,9 @@ def train(local_rank: int, a, h, world_size: int, rank_offset: int = 0) -> None:
         print(next(iter(models.values())))
         os.makedirs(a.checkpoint_path, exist_ok=True)
         print("checkpoints directory : ", a.checkpoint_path)
-    state = load_newest(a.checkpoint_path, family, models, device, is_master)
-    steps, last_epoch = (0, -1) if state is None else (state["steps"] + 1, state["epoch"])
     optimizers = family.build_optimizers(models, h)
-    for name, optimizer in optimizers.items() if state is not None else ():
-        optimizer.load_state_dict(state[name])
+    state = load_newest(a.checkpoint_path, family, {**models, **optimizers}, device, is_master)
+    steps, last_epoch = (0, -1) if state is None else (state["steps"] + 1, state["epoch"])
     schedulers = family.build_schedulers(optimizers, h, last_epoch)
     ctx = step_context(models, device, world_size, a)
     sampler, train_loader, validation_loader = build_loaders(
@@ -574,8 +586,7 @@ def run_process(local_rank: int, a, h, world_size: int, rank_offset: int) -> Non
     try:
         train(local_rank, a, h, world_size, rank_offset)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        exit_with_user_error(e, a.debug)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -641,15 +652,15 @@ def main(argv=None) -> None:
             raise UserError("no config given; pass --config config_v1.json (or config_v2.json, config_v3.json)")
         h = load_config(a.config)
         if a.device is None:
-            a.device = "cuda" if torch.cuda.is_available() else "cpu"
+            a.device = default_device()
         if a.device == "cuda" and not torch.cuda.is_available():
             raise UserError("--device cuda but no CUDA device is available; use --device cpu")
         if a.amp == "fp16" and a.device != "cuda":
             raise UserError("--amp fp16 needs CUDA; on CPU use --amp bf16 or --amp none")
         if a.demo:
-            wavs, train_list, val_list = make_demo_dataset(DEMO_DIR, h.sampling_rate)
+            wavs, train_list, val_list = make_demo_dataset(DEMO_DIR, h.sampling_rate, n_train=DEMO_CLIPS)
             a.input_wavs_dir, a.input_training_file, a.input_validation_file = wavs, train_list, val_list
-            print(f"Demo data: {len(open(train_list).readlines())} training clips in {wavs}")
+            print(f"Demo data: {DEMO_CLIPS} training clips in {wavs}")
         torchrun = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
         if torchrun:
             world_size = int(os.environ["WORLD_SIZE"])

@@ -6,8 +6,9 @@ its stdout line. train.py owns everything else (DDP, AMP, resume, atomic checkpo
 data checks, TensorBoard) and picks the recipe by the config key `model_family` (default
 "hifigan"). A new system adds its own file, its config and one line in `train.FAMILIES`.
 
-`HIFIGAN` is the paper's recipe (section 2.4): AdamW, ExponentialLR per epoch, a discriminator
-step (MPD + MSD) then a generator step (adversarial + 2 x feature matching + 45 x mel L1).
+`GAN` is the paper's recipe (section 2.4): AdamW, ExponentialLR per epoch, a discriminator step
+(MPD + MSD) then a generator step (adversarial + 2 x feature matching + 45 x mel L1). Optional
+config keys turn it into each row of the paper's Table 2 and into MelGAN's recipe (see `recipe`).
 """
 
 import contextlib
@@ -18,20 +19,17 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from baselines.melgan import ADVERSARIAL_LOSSES, MelGANDiscriminator, melgan_feature_loss
 from meldataset import mel_from_config
 from models import (
-    MPD_CHANNELS,
-    MPD_PERIODS,
-    MSD_CHANNELS,
-    Generator,
     MultiPeriodDiscriminator,
     MultiScaleDiscriminator,
-    discriminator_loss,
     feature_loss,
-    generator_loss,
 )
+from synthesis import build_generator
 
-MEL_LOSS_WEIGHT = 45  # lambda_mel, eq. 7 (lambda_fm = 2 is inside feature_loss)
+MEL_LOSS_WEIGHT = 45  # lambda_mel, eq. 7
+FEATURE_LOSS_WEIGHT = 2  # lambda_fm, eq. 7 (the authors' feature_loss multiplies by it inside)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,87 +127,118 @@ def exponential_schedulers(optimizers: dict, h, last_epoch: int) -> list:
 
 
 # ---------------------------------------------------------------------------------------------
-# HiFi-GAN
+# The GAN recipe: HiFi-GAN, its Table 2 ablations, MelGAN and MelGAN with MPD
 # ---------------------------------------------------------------------------------------------
 
 
-def build_hifigan(h, device: torch.device) -> dict:
-    """Generator, MPD and MSD; the optional keys `mpd_periods`, `mpd_channels`, `msd_channels`
-    (absent: the paper's sizes) give smaller discriminators, e.g. for tests."""
-    generator = Generator(h).to(device)
-    mpd = MultiPeriodDiscriminator(h.get("mpd_periods", MPD_PERIODS), h.get("mpd_channels", MPD_CHANNELS))
-    msd = MultiScaleDiscriminator(h.get("msd_channels", MSD_CHANNELS))
-    return {"generator": generator, "mpd": mpd.to(device), "msd": msd.to(device)}
+def hifigan_feature_loss(fmap_r, fmap_g) -> torch.Tensor:
+    """HiFi-GAN's feature matching over one discriminator's maps, without its weight (the
+    authors' `feature_loss` holds lambda_fm = 2; dividing by 2 is exact in floating point)."""
+    return feature_loss(fmap_r, fmap_g) / 2
 
 
-def hifigan_optimizers(models: dict, h) -> dict:
-    """AdamW for the generator and one for both discriminators (MSD parameters first)."""
-    betas = [h.adam_b1, h.adam_b2]
-    params_d = itertools.chain(models["msd"].parameters(), models["mpd"].parameters())
+# msd_variant -> (the multi-scale discriminator, its feature-matching loss without lambda_fm)
+MSD_VARIANTS = {
+    "hifigan": (MultiScaleDiscriminator.from_config, hifigan_feature_loss),
+    "melgan": (MelGANDiscriminator, melgan_feature_loss),
+}
+OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}  # the config's `optimizer`
+DISCRIMINATORS = ("mpd", "msd")  # model names, in the order the step runs them
+
+
+def recipe(h) -> dict:
+    """The GAN recipe's optional config keys, absent values giving HiFi-GAN as the paper trains it."""
     return {
-        "optim_g": torch.optim.AdamW(models["generator"].parameters(), h.learning_rate, betas=betas),
-        "optim_d": torch.optim.AdamW(params_d, h.learning_rate, betas=betas),
+        "use_mpd": h.get("use_mpd", True),
+        "use_msd": h.get("use_msd", True),
+        "msd_variant": h.get("msd_variant", "hifigan"),
+        "adversarial_loss": h.get("adversarial_loss", "lsgan"),
+        "lambda_mel": h.get("lambda_mel", MEL_LOSS_WEIGHT),
+        "lambda_fm": h.get("lambda_fm", FEATURE_LOSS_WEIGHT),
+        "optimizer": h.get("optimizer", "adamw"),
     }
 
 
-def hifigan_step(models: dict, optimizers: dict, batch, h, ctx: StepContext) -> tuple[dict, dict]:
+def build_gan(h, device: torch.device) -> dict:
+    """The generator of `model_family` and the discriminators the config asks for: the MPD
+    (`use_mpd`; `mpd_periods`, `mpd_channels`) and the multi-scale one (`use_msd`, `msd_variant`;
+    `msd_channels`). Absent keys: HiFi-GAN's generator, MPD and MSD at the paper's sizes."""
+    r = recipe(h)
+    models = {"generator": build_generator(h)}
+    if r["use_mpd"]:
+        models["mpd"] = MultiPeriodDiscriminator.from_config(h)
+    if r["use_msd"]:
+        models["msd"] = MSD_VARIANTS[r["msd_variant"]][0](h)
+    return {name: m.to(device) for name, m in models.items()}
+
+
+def gan_optimizers(models: dict, h) -> dict:
+    """One optimizer (`optimizer`: AdamW as the paper, or Adam as MelGAN) for the generator and one
+    for all discriminators (MSD parameters first, the authors' order)."""
+    make = OPTIMIZERS[recipe(h)["optimizer"]]
+    betas = [h.adam_b1, h.adam_b2]
+    params_d = itertools.chain(*(models[k].parameters() for k in ("msd", "mpd") if k in models))
+    return {
+        "optim_g": make(models["generator"].parameters(), h.learning_rate, betas=betas),
+        "optim_d": make(params_d, h.learning_rate, betas=betas),
+    }
+
+
+def gan_step(models: dict, optimizers: dict, batch, h, ctx: StepContext) -> tuple[dict, dict]:
     """One paper-order step on a batch (mel (B, M, F), audio (B, T), names, loss mel (B, M, F)):
     the discriminator step (MPD, MSD on the detached output), then the generator step (mel L1,
-    feature matching, adversarial). Returns (loss terms, updates) as `Family.train_step`."""
+    feature matching, adversarial). Returns (loss terms, updates) as `Family.train_step`; a
+    discriminator the config leaves out has no terms, lambda_mel 0 no `mel_loss`."""
+    r = recipe(h)
+    d_loss, g_loss = ADVERSARIAL_LOSSES[r["adversarial_loss"]]
+    fm_loss = {"mpd": hifigan_feature_loss, "msd": MSD_VARIANTS[r["msd_variant"]][1]}
+    present = [k for k in DISCRIMINATORS if k in models]
     x, y, _, y_mel = batch
     x = x.to(ctx.device, non_blocking=True)
     y = y.to(ctx.device, non_blocking=True).unsqueeze(1)  # (B, T) -> (B, 1, T)
     y_mel = y_mel.to(ctx.device, non_blocking=True)
-    generator, mpd, msd = (ctx.run[k] for k in ("generator", "mpd", "msd"))
-    optim_g, optim_d = optimizers["optim_g"], optimizers["optim_d"]
     with autocast(ctx.device, ctx.amp_dtype):
-        y_g_hat = generator(x)
+        y_g_hat = ctx.run["generator"](x)
     y_g_hat_mel = mel_from_config(y_g_hat.squeeze(1), h, fmax_for_loss=True)  # fp32 always
 
     # Discriminator step: MPD and MSD on the detached generator output
-    optim_d.zero_grad(set_to_none=True)
+    optimizers["optim_d"].zero_grad(set_to_none=True)
+    disc = {}
     with autocast(ctx.device, ctx.amp_dtype):
-        y_df_hat_r, y_df_hat_g, _, _ = mpd(y, y_g_hat.detach())
-        loss_disc_f, _, _ = discriminator_loss(y_df_hat_r, y_df_hat_g)
-        y_ds_hat_r, y_ds_hat_g, _, _ = msd(y, y_g_hat.detach())
-        loss_disc_s, _, _ = discriminator_loss(y_ds_hat_r, y_ds_hat_g)
-        loss_disc_all = loss_disc_s + loss_disc_f
-    params_d = [*models["msd"].parameters(), *models["mpd"].parameters()]
-    d_update = optimizer_step(loss_disc_all, optim_d, params_d, ctx.scaler)
+        for k in present:
+            y_d_r, y_d_g, _, _ = ctx.run[k](y, y_g_hat.detach())
+            disc[k], _, _ = d_loss(y_d_r, y_d_g)
+        loss_disc_all = sum(disc[k] for k in reversed(present))  # MSD + MPD, the authors' sum
+    params_d = [p for k in reversed(present) for p in models[k].parameters()]
+    d_update = optimizer_step(loss_disc_all, optimizers["optim_d"], params_d, ctx.scaler)
 
     # Generator step: mel L1, feature matching, adversarial
-    optim_g.zero_grad(set_to_none=True)
+    optimizers["optim_g"].zero_grad(set_to_none=True)
     mel_error = F.l1_loss(y_mel, y_g_hat_mel)
-    loss_mel = mel_error * MEL_LOSS_WEIGHT
-    mpd, msd = ctx.frozen_run["mpd"], ctx.frozen_run["msd"]
-    with autocast(ctx.device, ctx.amp_dtype), frozen(models["mpd"], models["msd"]):
-        y_df_hat_r, y_df_hat_g, fmap_f_r, fmap_f_g = mpd(y, y_g_hat)
-        y_ds_hat_r, y_ds_hat_g, fmap_s_r, fmap_s_g = msd(y, y_g_hat)
-        loss_fm_f = feature_loss(fmap_f_r, fmap_f_g)
-        loss_fm_s = feature_loss(fmap_s_r, fmap_s_g)
-        loss_gen_f, _ = generator_loss(y_df_hat_g)
-        loss_gen_s, _ = generator_loss(y_ds_hat_g)
-    loss_gen_all = loss_gen_s + loss_gen_f + loss_fm_s + loss_fm_f + loss_mel
-    g_update = optimizer_step(loss_gen_all, optim_g, list(models["generator"].parameters()), ctx.scaler)
+    terms = {}
+    with autocast(ctx.device, ctx.amp_dtype), frozen(*(models[k] for k in present)):
+        outputs = {k: ctx.frozen_run[k](y, y_g_hat) for k in present}  # (_, fake scores, fmaps r, g)
+        for k in present:  # the authors' order of the terms: feature matching first
+            terms[f"fm_loss_{k}"] = fm_loss[k](outputs[k][2], outputs[k][3]) * r["lambda_fm"]
+        for k in present:
+            terms[f"gen_loss_{k}"] = g_loss(outputs[k][1])[0]
+    order = [f"{term}_{k}" for term in ("gen_loss", "fm_loss") for k in reversed(present)]
+    loss_gen_all = sum(terms[name] for name in order)  # the authors' order: gen s, f, fm s, f, mel
+    if r["lambda_mel"]:
+        terms["mel_loss"] = mel_error * r["lambda_mel"]
+        loss_gen_all = loss_gen_all + terms["mel_loss"]
+    g_update = optimizer_step(loss_gen_all, optimizers["optim_g"], list(models["generator"].parameters()), ctx.scaler)
 
-    terms = {
-        "gen_loss_total": loss_gen_all,
-        "mel_spec_error": mel_error,
-        "disc_loss_total": loss_disc_all,
-        "gen_loss_mpd": loss_gen_f,
-        "gen_loss_msd": loss_gen_s,
-        "fm_loss_mpd": loss_fm_f,
-        "fm_loss_msd": loss_fm_s,
-        "mel_loss": loss_mel,
-    }
+    terms = {"gen_loss_total": loss_gen_all, "mel_spec_error": mel_error, "disc_loss_total": loss_disc_all, **terms}
     return {k: v.detach() for k, v in terms.items()}, {"discriminator": d_update, "generator": g_update}
 
 
-HIFIGAN = Family(
-    build_models=build_hifigan,
-    build_optimizers=hifigan_optimizers,
+# HiFi-GAN's Table 2 rows and MelGAN (with or without MPD) are this recipe with other config keys.
+GAN = Family(
+    build_models=build_gan,
+    build_optimizers=gan_optimizers,
     build_schedulers=exponential_schedulers,
-    train_step=hifigan_step,
+    train_step=gan_step,
     checkpoint_layout=(("g_", ("generator",)), ("do_", ("mpd", "msd", "optim_g", "optim_d"))),
     synthesize=lambda models: models["generator"],
     stdout_terms=(("Gen Loss Total", "gen_loss_total"), ("Mel-Spec. Error", "mel_spec_error")),

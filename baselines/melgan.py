@@ -28,7 +28,7 @@ Config keys (all optional; absent values reproduce the paper): `num_mels` (80),
     y_d_rs, y_d_gs, fmap_rs, fmap_gs = d(y, y_hat)     # like models.MultiScaleDiscriminator
 """
 
-from math import prod
+from math import ceil, prod
 
 import torch
 import torch.nn.functional as F
@@ -178,6 +178,22 @@ class MelGANGenerator(_CompatModule):
     def remove_weight_norm(self) -> None:
         """Fold weight norm into plain weights (for inference; same outputs)."""
         remove_weight_norm(self)
+
+
+def receptive_field_frames(h) -> int:
+    """One-sided receptive field of `MelGANGenerator(h)` in mel frames (rounded up): chunks vocoded
+    with this much context on each side equal one-shot inference (synthesis's overlap-save).
+    Sum over layers of each layer's one-sided reach, converted from its sample rate to frames."""
+    ratios = list(h.get("upsample_rates", RATIOS))
+    n_res = h.get("melgan_n_residual_layers", N_RESIDUAL_LAYERS)
+    pad = (PRE_POST_KERNEL - 1) // 2
+    reach, rate = pad, 1  # the first conv, in frames
+    for r in ratios:
+        reach += 2 / rate  # transposed conv, kernel 2r, stride r: 2 input steps
+        rate *= r
+        reach += sum((RES_KERNEL - 1) // 2 * DILATION_BASE**j for j in range(n_res)) / rate  # residual stack
+    reach += pad / rate  # the last conv
+    return ceil(reach)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -173,20 +173,20 @@ def training_batch(h, batch: int, segment: int, seed: int):
 
 
 def our_trainer(h, sd, device):
-    """Our models and train.py's step (training.HIFIGAN, imported: fp32, no AMP, no DDP)."""
+    """Our models and train.py's step (training.GAN, imported: fp32, no AMP, no DDP)."""
     import training
 
     torch.manual_seed(0)
-    models = training.HIFIGAN.build_models(h, device)
+    models = training.GAN.build_models(h, device)
     models["generator"].load_state_dict(sd)
     for m in models.values():
         m.train()
-    optimizers = training.HIFIGAN.build_optimizers(models, h)
+    optimizers = training.GAN.build_optimizers(models, h)
     scaler = torch.amp.GradScaler(device.type, enabled=False)
     ctx = training.StepContext(device, None, scaler, models, models)
 
     def step(x, y, y_mel):
-        terms, _ = training.HIFIGAN.train_step(models, optimizers, (x, y.squeeze(1), None, y_mel), h, ctx)
+        terms, _ = training.GAN.train_step(models, optimizers, (x, y.squeeze(1), None, y_mel), h, ctx)
         return terms["gen_loss_total"]
 
     return step, tuple(models.values())

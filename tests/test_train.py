@@ -13,6 +13,7 @@ import torch
 from conftest import (
     FIXTURES,
     REPO,
+    TINY_DISCRIMINATORS,
     harmonic,
     largest_file,
     needs_fixtures,
@@ -214,3 +215,66 @@ def test_ddp_mp_spawn_two_processes_gloo(tmp_path):
     r = ddp_run(tmp_path, launcher, "--device", "cpu", dist_config=dist_config)
     assert "Batch size per GPU : 2" in r.stdout, r.stderr[-3000:]  # the global batch of 4 split in 2
     assert_rank0_alone_wrote(r, tmp_path / "cp")
+
+
+VARIANTS = {  # config file -> the discriminators its checkpoints hold
+    "configs/ablations/config_v3_no_mpd.json": ("msd",),
+    "configs/ablations/config_v3_no_msd.json": ("mpd",),
+    "configs/ablations/config_v3_no_mrf.json": ("mpd", "msd"),
+    "configs/ablations/config_v3_no_mel_loss.json": ("mpd", "msd"),
+    "configs/ablations/config_v3_mpd_2_4_8_16_32.json": ("mpd", "msd"),
+    "configs/baselines/config_melgan.json": ("msd",),
+    "configs/baselines/config_melgan_mpd.json": ("mpd", "msd"),
+}
+TINY_MELGAN = dict(melgan_ngf=4, melgan_ndf=4, melgan_n_layers_D=2, melgan_downsamp_factor=2)
+
+
+def variant_config(folder, path: str) -> str:
+    """The real variant config at tiny sizes (its generator shape and recipe keys kept)."""
+    with open(os.path.join(REPO, path)) as f:
+        h = json.load(f)
+    h.update(batch_size=2, segment_size=2048, num_workers=0, **TINY_DISCRIMINATORS, **TINY_MELGAN)
+    if h.get("model_family", "hifigan") == "hifigan":
+        h["upsample_initial_channel"] = 32
+    out = folder / os.path.basename(path)
+    out.write_text(json.dumps(h))
+    return str(out)
+
+
+@pytest.mark.parametrize("path", sorted(VARIANTS))
+def test_each_variant_trains_logs_its_terms_and_saves_what_it_has(tmp_path, path, one_thread):
+    config = variant_config(tmp_path, path)
+    h = json.loads(open(config).read())
+    cp = run_train(tmp_path, "--checkpoint_interval", "1", config=config, steps=2)
+    do = load_checkpoint(str(cp / "do_00000001"))
+    assert set(do) == {*VARIANTS[path], "optim_g", "optim_d", "steps", "epoch"}
+    tags = set(scalar_tags(cp / "logs").Tags()["scalars"])
+    terms = {f"training/{t}_{k}" for t in ("gen_loss", "fm_loss") for k in VARIANTS[path]}
+    terms |= {"training/gen_loss_total", "training/mel_spec_error", "training/disc_loss_total"}
+    assert terms <= tags and ("training/mel_loss" in tags) == (h.get("lambda_mel", 45) != 0)
+    assert (
+        not {f"training/{t}_{k}" for t in ("gen_loss", "fm_loss") for k in {"mpd", "msd"} - set(VARIANTS[path])} & tags
+    )
+
+
+def test_resuming_into_another_variant_is_one_clear_error(tmp_path, capsys, one_thread):
+    no_mpd = variant_config(tmp_path, "configs/ablations/config_v3_no_mpd.json")
+    cp = run_train(tmp_path, config=no_mpd, steps=1)
+    full = json.loads(open(no_mpd).read())
+    del full["use_mpd"]
+    (tmp_path / "full.json").write_text(json.dumps(full))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        run_train(tmp_path, config=str(tmp_path / "full.json"), steps=2)
+    captured = capsys.readouterr()
+    assert e.value.code == 2
+    assert f"WARNING: skipping checkpoint 00000000: {cp}/do_00000000: no 'mpd' entry" in captured.out
+    assert captured.err.strip().splitlines()[-1] == (
+        f"error: {cp}: none of its 1 checkpoint pair(s) loads (reasons above); use another --checkpoint_path "
+        "to start over, or the config these checkpoints were trained with"
+    )
+    # and the other way round: the checkpoint has an MSD, this config none
+    (tmp_path / "no_msd.json").write_text(json.dumps({**full, "use_msd": False}))
+    with pytest.raises(SystemExit):
+        run_train(tmp_path, config=str(tmp_path / "no_msd.json"), steps=2)
+    assert f"{cp}/do_00000000: holds 'msd', which this config does not train" in capsys.readouterr().out

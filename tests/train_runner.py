@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import train  # noqa: E402
 
 
-def nan_at(family: train.Family, steps: set[int]) -> train.Family:
+def nan_at(family: "train.Family", steps: set[int]) -> "train.Family":
     """`family` whose step gets an all-NaN input mel on the given calls (0-based)."""
     calls = iter(range(1 << 62))
 

@@ -1,0 +1,206 @@
+"""training.py: the GAN recipe. Its defaults are the authors' HiFi-GAN step exactly; each Table 2
+switch and MelGAN's keys change exactly the modules and loss terms they name."""
+
+import json
+import os
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import REPO, TINY_DISCRIMINATORS, baseline_config, tiny_config
+
+import training
+from baselines.melgan import (
+    MelGANDiscriminator,
+    MelGANGenerator,
+    hinge_discriminator_loss,
+    hinge_generator_loss,
+    melgan_feature_loss,
+)
+from env import AttrDict
+from meldataset import mel_from_config
+from models import Generator, MultiPeriodDiscriminator, discriminator_loss, feature_loss, generator_loss
+
+ABLATIONS = os.path.join(REPO, "configs", "ablations")
+SEGMENT = 4096
+TINY_MELGAN = dict(melgan_ngf=4, melgan_ndf=4, melgan_n_layers_D=2, melgan_downsamp_factor=2, batch_size=2)
+
+
+def batch(h, seed: int = 0):
+    """(mel, audio (B, T), names, loss mel) of B random-noise-and-tone crops."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(SEGMENT) / h.sampling_rate
+    y = 0.3 * torch.sin(2 * torch.pi * 220 * t) + 0.05 * torch.randn(h.batch_size, SEGMENT, generator=g)
+    return mel_from_config(y, h), y, None, mel_from_config(y, h, fmax_for_loss=True)
+
+
+def context(models) -> training.StepContext:
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    return training.StepContext(torch.device("cpu"), None, scaler, models, models)
+
+
+def build(h, seed: int = 0):
+    torch.manual_seed(seed)
+    models = training.GAN.build_models(h, torch.device("cpu"))
+    return models, training.GAN.build_optimizers(models, h)
+
+
+def authors_step(generator, mpd, msd, optim_g, optim_d, batch) -> tuple[float, float]:
+    """The body of the authors' training loop (their train.py), written out as the oracle."""
+    x, y, _, y_mel = batch
+    y = y.unsqueeze(1)
+    y_g_hat = generator(x)
+    y_g_hat_mel = mel_from_config(y_g_hat.squeeze(1), generator.h, fmax_for_loss=True)
+    optim_d.zero_grad()
+    y_df_hat_r, y_df_hat_g, _, _ = mpd(y, y_g_hat.detach())
+    loss_disc_f, _, _ = discriminator_loss(y_df_hat_r, y_df_hat_g)
+    y_ds_hat_r, y_ds_hat_g, _, _ = msd(y, y_g_hat.detach())
+    loss_disc_s, _, _ = discriminator_loss(y_ds_hat_r, y_ds_hat_g)
+    loss_disc_all = loss_disc_s + loss_disc_f
+    loss_disc_all.backward()
+    optim_d.step()
+    optim_g.zero_grad()
+    loss_mel = F.l1_loss(y_mel, y_g_hat_mel) * 45
+    y_df_hat_r, y_df_hat_g, fmap_f_r, fmap_f_g = mpd(y, y_g_hat)
+    y_ds_hat_r, y_ds_hat_g, fmap_s_r, fmap_s_g = msd(y, y_g_hat)
+    loss_fm_f = feature_loss(fmap_f_r, fmap_f_g)
+    loss_fm_s = feature_loss(fmap_s_r, fmap_s_g)
+    loss_gen_f, _ = generator_loss(y_df_hat_g)
+    loss_gen_s, _ = generator_loss(y_ds_hat_g)
+    loss_gen_all = loss_gen_s + loss_gen_f + loss_fm_s + loss_fm_f + loss_mel
+    loss_gen_all.backward()
+    optim_g.step()
+    return loss_gen_all.item(), loss_disc_all.item()
+
+
+@pytest.mark.parametrize("version", ["v1", "v3"])
+def test_default_recipe_is_the_authors_step_for_step(version, one_thread):
+    h = tiny_config(version)
+    ours, our_opts = build(h)
+    theirs, their_opts = build(h)
+    theirs["generator"].h = h
+    for step in range(3):
+        b = batch(h, seed=step)
+        terms, updates = training.GAN.train_step(ours, our_opts, b, h, context(ours))
+        gen, disc = authors_step(*theirs.values(), *their_opts.values(), b)
+        assert (terms["gen_loss_total"].item(), terms["disc_loss_total"].item()) == (gen, disc)
+        assert updates == {"discriminator": (True, False), "generator": (True, False)}
+    for name in ours:
+        torch.testing.assert_close(ours[name].state_dict(), theirs[name].state_dict(), rtol=0, atol=0)
+    expected = {"gen_loss_total", "mel_spec_error", "disc_loss_total", "mel_loss"}
+    expected |= {f"{t}_{k}" for t in ("gen_loss", "fm_loss") for k in ("mpd", "msd")}
+    assert set(terms) == expected
+
+
+def ablation(name: str, **overrides) -> AttrDict:
+    """configs/ablations/config_v3_<name>.json with the tiny test sizes."""
+    with open(os.path.join(ABLATIONS, f"config_v3_{name}.json")) as f:
+        h = json.load(f)
+    small = tiny_config("v3", **overrides)
+    keep = {k: h[k] for k in h if k not in small or k in ("resblock_kernel_sizes", "resblock_dilation_sizes")}
+    return AttrDict({**small, **keep, **overrides})
+
+
+def parameters(module) -> set:
+    return {id(p) for p in module.parameters()}
+
+
+@pytest.mark.parametrize("name,absent", [("no_mpd", "mpd"), ("no_msd", "msd")])
+def test_without_a_discriminator_it_has_no_parameters_and_no_terms(name, absent, one_thread):
+    h = ablation(name)
+    models, opts = build(h)
+    present = ({"mpd", "msd"} - {absent}).pop()
+    assert set(models) == {"generator", present}
+    d_params = {id(p) for g in opts["optim_d"].param_groups for p in g["params"]}
+    assert d_params == parameters(models[present])
+    terms, _ = training.GAN.train_step(models, opts, batch(h), h, context(models))
+    assert set(terms) == {"gen_loss_total", "mel_spec_error", "disc_loss_total", "mel_loss"} | {
+        f"gen_loss_{present}",
+        f"fm_loss_{present}",
+    }
+    total = terms[f"gen_loss_{present}"] + terms[f"fm_loss_{present}"] + terms["mel_loss"]
+    assert terms["gen_loss_total"].item() == total.item()
+
+
+def test_without_mel_loss_the_objective_has_no_mel_term(one_thread):
+    h = ablation("no_mel_loss")
+    assert h.lambda_mel == 0
+    models, opts = build(h)
+    terms, _ = training.GAN.train_step(models, opts, batch(h), h, context(models))
+    assert "mel_loss" not in terms and terms["mel_spec_error"].item() > 0  # still measured
+    parts = ("gen_loss_msd", "gen_loss_mpd", "fm_loss_msd", "fm_loss_mpd")
+    assert terms["gen_loss_total"].item() == sum(terms[k] for k in parts).item()
+
+
+def test_other_mpd_periods_and_no_mrf_change_only_their_modules():
+    periods = ablation("mpd_2_4_8_16_32")
+    models, _ = build(periods)
+    assert [d.period for d in models["mpd"].discriminators] == [2, 4, 8, 16, 32]
+    default, _ = build(tiny_config("v3"))
+    assert [d.period for d in default["mpd"].discriminators] == [2, 3, 5, 7, 11]
+    no_mrf = ablation("no_mrf")
+    g = Generator(no_mrf)
+    assert (no_mrf.resblock_kernel_sizes, no_mrf.resblock_dilation_sizes) == ([3], [[1, 2]])
+    assert len(g.resblocks) == len(no_mrf.upsample_rates)  # one residual block per stage
+    with_mrf = Generator(tiny_config("v3"))
+    assert len(with_mrf.resblocks) == 2 * len(no_mrf.upsample_rates)
+
+
+def test_lambda_fm_scales_only_the_feature_matching_terms(one_thread):
+    h = tiny_config("v1")
+    twice = AttrDict({**h, "lambda_fm": 4})
+    terms = {}
+    for name, config in (("default", h), ("twice", twice)):
+        models, opts = build(config)
+        terms[name], _ = training.GAN.train_step(models, opts, batch(h), config, context(models))
+    for k in ("mpd", "msd"):
+        assert terms["twice"][f"fm_loss_{k}"].item() == 2 * terms["default"][f"fm_loss_{k}"].item()
+        assert terms["twice"][f"gen_loss_{k}"].item() == terms["default"][f"gen_loss_{k}"].item()
+    assert terms["twice"]["disc_loss_total"].item() == terms["default"]["disc_loss_total"].item()
+
+
+@pytest.mark.parametrize("name", ["melgan", "melgan_mpd"])
+def test_melgan_recipe_modules_losses_and_optimizer(name, one_thread):
+    h = baseline_config(name, **TINY_MELGAN, **TINY_DISCRIMINATORS)
+    models, opts = build(h)
+    assert isinstance(models["generator"], MelGANGenerator) and isinstance(models["msd"], MelGANDiscriminator)
+    assert ("mpd" in models) == (name == "melgan_mpd")
+    if name == "melgan_mpd":
+        assert isinstance(models["mpd"], MultiPeriodDiscriminator)
+    for opt in opts.values():
+        assert type(opt) is torch.optim.Adam
+        assert opt.defaults["lr"] == 1e-4 and opt.defaults["betas"] == (0.5, 0.9)
+    x, y, _, y_mel = b = batch(h)
+    with torch.no_grad():  # the discriminator loss, from the loss itself on the models before the step
+        y_hat = models["generator"](x)
+        d_expected = hinge_discriminator_loss(*models["msd"](y.unsqueeze(1), y_hat)[:2])[0].item()
+    terms, _ = training.GAN.train_step(models, opts, b, h, context(models))
+    with torch.no_grad():  # the generator terms: the updated discriminator on the same output
+        _, fake, fmap_r, fmap_g = models["msd"](y.unsqueeze(1), y_hat)
+        g_expected = hinge_generator_loss(fake)[0].item()
+        fm_expected = 10 * melgan_feature_loss(fmap_r, fmap_g).item()
+    assert "mel_loss" not in terms and y_hat.shape == (2, 1, SEGMENT)
+    if name == "melgan":
+        torch.testing.assert_close(terms["disc_loss_total"].item(), d_expected, rtol=1e-6, atol=0)
+    torch.testing.assert_close(terms["gen_loss_msd"].item(), g_expected, rtol=1e-5, atol=0)
+    torch.testing.assert_close(terms["fm_loss_msd"].item(), fm_expected, rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("use_mpd", "yes", "use_mpd must be true or false, got 'yes'"),
+        ("msd_variant", "parallel", "msd_variant is 'parallel'; use one of hifigan, melgan"),
+        ("adversarial_loss", "wgan", "adversarial_loss is 'wgan'; use one of lsgan, hinge"),
+        ("optimizer", "sgd", "optimizer is 'sgd'; use one of adamw, adam"),
+        ("lambda_mel", -1, "lambda_mel must be a number >= 0 (0 removes the term), got -1"),
+    ],
+)
+def test_recipe_keys_are_validated(key, value, message):
+    from utils import ConfigError, validate_config
+
+    with pytest.raises(ConfigError, match=f"^c.json: {re.escape(message)}$"):
+        validate_config({**tiny_config(), key: value}, "c.json")
+    with pytest.raises(ConfigError, match="use_mpd and use_msd are both false; a GAN needs at least one"):
+        validate_config({**tiny_config(), "use_mpd": False, "use_msd": False}, "c.json")
