@@ -23,8 +23,17 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from meldataset import LOG_CLIP, LOG_SILENCE, AudioError, load_wav, mel_from_config, mel_spectrogram
-from utils import DEFAULT_CONFIG, UserError, exit_with_user_error, load_config
+from meldataset import (
+    LOG_CLIP,
+    LOG_SILENCE,
+    AudioError,
+    MelError,
+    load_audio,
+    mel_from_config,
+    mel_spectrogram,
+    read_npy,
+)
+from utils import DEFAULT_CONFIG, UserError, config_beside, exit_with_user_error, load_config
 
 LN10 = math.log(10.0)
 # Slope of a mel's values against the natural-log mel of this frontend, for common log scales
@@ -425,9 +434,7 @@ def config_for(a):
     if a.config:
         return load_config(a.config), a.config
     if a.checkpoint_file:
-        path = os.path.join(os.path.dirname(os.path.abspath(a.checkpoint_file)), "config.json")
-        if not os.path.isfile(path):
-            raise UserError(f"{path}: no config.json next to {a.checkpoint_file}; pass --config")
+        path = config_beside(a.checkpoint_file)
         return load_config(path), path
     return load_config(DEFAULT_CONFIG), DEFAULT_CONFIG
 
@@ -435,22 +442,15 @@ def config_for(a):
 def check_file(path: str, h, wavs_dir=None) -> list[Finding]:
     """Findings for one `.npy` file (and `<wavs_dir>/<id>.wav` when given)."""
     try:
-        mel = np.load(path, allow_pickle=False)
-    except Exception as e:  # numpy raises ValueError, OSError, EOFError... for non-npy files
-        return [Finding("shape", "error", f"not a readable .npy array ({str(e).splitlines()[0]}); save with np.save")]
+        mel = read_npy(path)
+    except MelError as e:  # missing, unreadable or not numbers
+        return [Finding("shape", "error", str(e).removeprefix(f"{path}: "))]
     audio, found = None, []
     if wavs_dir:
         wav = os.path.join(wavs_dir, os.path.splitext(os.path.basename(path))[0] + ".wav")
         try:
-            audio, sr = load_wav(wav)
-            if audio.ndim != 1:
-                audio = audio.mean(axis=1)
-            if sr != h.sampling_rate:
-                found.append(
-                    Finding("rate", "warning", f"{wav} is {sr} Hz, the model {h.sampling_rate} Hz; values not compared")
-                )
-                audio = None
-        except AudioError as e:
+            audio = load_audio(wav, h.sampling_rate, mixdown=True, on_notice=lambda msg: None)
+        except AudioError as e:  # missing, unreadable, or another rate: not compared
             found.append(Finding("rate", "warning", f"{e}; values judged from statistics only"))
     return found + check_mel(mel, h, audio)
 
