@@ -455,6 +455,26 @@ def check_file(path: str, h, wavs_dir=None) -> list[Finding]:
     return found + check_mel(mel, h, audio)
 
 
+def report(files: list[str], h, config_path: str, wavs_dir=None) -> int:
+    """Print the frontend, one line per finding of each file and a summary -> the number of
+    incompatible files."""
+    print(
+        f"frontend of {config_path}: ({h.num_mels}, T) natural-log mel (floor ln({LOG_CLIP:g})), "
+        f"T = samples // {h.hop_size}, n_fft {h.n_fft}, fmin {h.fmin}, fmax {h.fmax}, {h.sampling_rate} Hz"
+    )
+    bad, codes = 0, {}
+    for path in files:
+        findings = check_file(path, h, wavs_dir)
+        for f in findings:
+            print(f"{path}: {f.severity} [{f.code}] {f.message}")
+            codes[f.code] = codes.get(f.code, 0) + 1
+        if any(f.severity == "error" for f in findings):
+            bad += 1
+    summary = ", ".join(f"{c} x{n}" for c, n in sorted(codes.items()))
+    print(f"{len(files) - bad} of {len(files)} mel file(s) compatible" + (f" ({summary})" if summary else ""))
+    return bad
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Check .npy mels from another system against this model's frontend.")
     parser.add_argument("mels", nargs="+", help=".npy mel files, or folders of them")
@@ -467,21 +487,7 @@ def main(argv=None) -> None:
     a = parser.parse_args(argv)
     try:
         h, config_path = config_for(a)
-        files = mel_files(a.mels)
-        print(
-            f"frontend of {config_path}: ({h.num_mels}, T) natural-log mel (floor ln({LOG_CLIP:g})), "
-            f"T = samples // {h.hop_size}, n_fft {h.n_fft}, fmin {h.fmin}, fmax {h.fmax}, {h.sampling_rate} Hz"
-        )
-        bad, codes = 0, {}
-        for path in files:
-            findings = check_file(path, h, a.wavs_dir)
-            for f in findings:
-                print(f"{path}: {f.severity} [{f.code}] {f.message}")
-                codes[f.code] = codes.get(f.code, 0) + 1
-            if any(f.severity == "error" for f in findings):
-                bad += 1
-        summary = ", ".join(f"{c} x{n}" for c, n in sorted(codes.items()))
-        print(f"{len(files) - bad} of {len(files)} mel file(s) compatible" + (f" ({summary})" if summary else ""))
+        bad = report(mel_files(a.mels), h, config_path, a.wavs_dir)
     except UserError as e:
         exit_with_user_error(e, a.debug)
     sys.exit(1 if bad else 0)
