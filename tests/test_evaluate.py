@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config, write_wav
+from conftest import save_generator, tiny_config, write_wav
 
 import evaluate
 import metrics
@@ -172,16 +172,10 @@ def test_checkpoint_mode_vocodes_references(tmp_path, clip, one_thread):
     import soundfile as sf
 
     from meldataset import to_pcm16
-    from models import Generator
     from synthesis import load_generator, vocode, wav_to_mel
-    from utils import save_checkpoint
 
     cp = tmp_path / "cp"
-    cp.mkdir()
-    config = write_tiny(tmp_path)
-    (cp / "config.json").write_text(config.read_text())
-    torch.manual_seed(0)
-    save_checkpoint(str(cp / "g_00000001"), {"generator": Generator(tiny_config("v1")).state_dict()})
+    save_generator(cp, tiny_config("v1"), name="g_00000001")
     ref = tmp_path / "ref"
     ref.mkdir()
     write_wav(ref / "a.wav", clip)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import FIXTURES, VERSIONS, config, harmonic, needs_fixtures, tiny_config, write_wav
+from conftest import FIXTURES, VERSIONS, config, harmonic, needs_fixtures, save_generator, tiny_config, write_wav
 
 import inference
 import inference_e2e
@@ -40,21 +40,10 @@ def _real_shapes(version: str):
     return config(version, upsample_initial_channel=32)
 
 
-def _save_generator(folder, h, seed: int = 0) -> str:
-    """A g_ checkpoint of a seeded random generator and its config.json in `folder`."""
-    os.makedirs(folder, exist_ok=True)
-    torch.manual_seed(seed)
-    path = os.path.join(folder, "g_00000010")
-    torch.save({"generator": Generator(h).state_dict()}, path)
-    with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as f:
-        json.dump(h, f)
-    return path
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """(checkpoint path, generator, h) of a tiny V1-style generator."""
-    path = _save_generator(tmp_path_factory.mktemp("ckpt"), tiny_config("v1"))
+    path = save_generator(tmp_path_factory.mktemp("ckpt"), tiny_config("v1"))
     generator, h = load_generator(path)
     return path, generator, h
 
@@ -350,7 +339,7 @@ def test_do_checkpoint_passed_as_generator(tmp_path, mel_dir, capsys):
 
 
 def test_checkpoint_from_another_config_names_the_right_one(tmp_path, mel_dir, capsys):
-    path = _save_generator(tmp_path / "v2", config("v2"))
+    path = save_generator(tmp_path / "v2", config("v2"))
     code, err = _run_e2e(
         [
             "--checkpoint_file",
@@ -368,7 +357,7 @@ def test_checkpoint_from_another_config_names_the_right_one(tmp_path, mel_dir, c
 
 
 def test_missing_config_json(tmp_path, mel_dir, capsys):
-    path = _save_generator(tmp_path / "ck", tiny_config("v1"))
+    path = save_generator(tmp_path / "ck", tiny_config("v1"))
     os.remove(tmp_path / "ck" / "config.json")
     code, err = _run_e2e(["--checkpoint_file", path, "--input_mels_dir", mel_dir], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
@@ -376,7 +365,7 @@ def test_missing_config_json(tmp_path, mel_dir, capsys):
 
 
 def test_truncated_checkpoint(tmp_path, mel_dir, capsys):
-    path = _save_generator(tmp_path / "ck", tiny_config("v1"))
+    path = save_generator(tmp_path / "ck", tiny_config("v1"))
     data = open(path, "rb").read()
     with open(path, "wb") as f:
         f.write(data[: len(data) // 2])
@@ -397,7 +386,7 @@ def test_wrong_number_of_mel_bands(tiny, tmp_path, capsys):
 
 
 def test_debug_shows_the_traceback(tmp_path, mel_dir):
-    path = _save_generator(tmp_path / "ck", tiny_config("v1"))
+    path = save_generator(tmp_path / "ck", tiny_config("v1"))
     os.remove(tmp_path / "ck" / "config.json")
     with pytest.raises(ConfigError, match="no config.json"):
         inference_e2e.main(["--checkpoint_file", path, "--input_mels_dir", mel_dir, "--debug"])
