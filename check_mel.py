@@ -478,11 +478,11 @@ def report(files: list[str], h, config_path: str, wavs_dir=None) -> int:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Check .npy mels from another system against this model's frontend.")
     parser.add_argument("mels", nargs="+", help=".npy mel files, or folders of them")
-    parser.add_argument("--config", default=None, help="the model's config JSON (default: config_v1.json)")
-    parser.add_argument("--checkpoint_file", default=None, help="use the config.json next to this checkpoint")
     parser.add_argument(
         "--wavs_dir", default=None, help="folder of the source wavs (<id>.wav for <id>.npy): compare with their mels"
     )
+    parser.add_argument("--config", default=None, help="the model's config JSON (default: config_v1.json)")
+    parser.add_argument("--checkpoint_file", default=None, help="use the config.json next to this checkpoint")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for user errors")
     a = parser.parse_args(argv)
     try:
