@@ -90,6 +90,12 @@ def _print_error(msg: str) -> None:
     print(f"error: {msg}", file=sys.stderr)
 
 
+def _progress_bar(total: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="file")
+
+
 # ---------------------------------------------------------------------------------------------
 # Files -> wavs
 # ---------------------------------------------------------------------------------------------
@@ -129,11 +135,7 @@ def vocode_files(
     step = max(1, batch_size)
     groups = [order[i : i + step] for i in range(0, len(order), step)]
     totals = {"files": 0, "failed": [], "samples": 0}
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(order), unit="file")
+    bar = _progress_bar(len(order)) if progress else None
 
     def fail(path: str, e: Exception) -> None:
         if debug:
