@@ -28,7 +28,7 @@ import torch
 import engine
 from meldataset import AudioError, load_audio, mel_from_config, mel_layout, notice
 from models import PRE_POST_KERNEL, Generator
-from utils import CheckpointError, UserError, config_beside, default_device, load_checkpoint, load_config
+from utils import CheckpointError, ConfigError, UserError, config_beside, default_device, load_checkpoint, load_config
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CHUNK_FRAMES = 1024  # mel frames per generator call for long inputs (~12 s at hop 256)
@@ -46,7 +46,10 @@ def build_generator(h) -> torch.nn.Module:
     """The (untrained) generator of `h`'s family: `h.get("model_family", "hifigan")`."""
     family = h.get("model_family", "hifigan")
     if family not in GENERATORS:
-        raise UserError(f"model_family {family!r} has no generator; use one of {', '.join(GENERATORS)}")
+        raise ConfigError(
+            f"model_family {family!r} has no generator in synthesis.GENERATORS ({', '.join(GENERATORS)}); "
+            "fix the config or add the family's generator there"
+        )
     return GENERATORS[family](h)
 
 
@@ -219,9 +222,9 @@ def vocode_batch(
 ) -> list[np.ndarray]:
     """(1, num_mels, T_i) mels -> one float32 array of T_i * hop_size samples each.
 
-    Mels longer than `chunk_frames` are vocoded alone in chunks (`generate_chunked`; the one place
-    that decides to chunk); the others in one zero-padded batch whose padding is masked inside
-    the generator, so each output equals the unbatched one."""
+    Mels longer than `chunk_frames` are vocoded alone, in chunks with overlap-save (this is the one
+    place that decides to chunk); the others in one zero-padded batch whose padding is masked
+    inside the generator, so each output equals the unbatched one."""
     outs: list = [None] * len(mels)
     short = []
     for i, m in enumerate(mels):
@@ -238,7 +241,7 @@ def vocode_batch(
     else:
         x = torch.zeros(len(short), h.num_mels, int(lengths.max()), device=device)
         for row, i in enumerate(short):
-            x[row, :, : lengths[row]] = mels[i][0].to(device)
+            x[row, :, : mels[i].shape[-1]] = mels[i][0].to(device)
     forward = _forward_for(generator, x)
     with torch.inference_mode():
         y = (forward(x) if len(short) == 1 else forward(x, lengths)).float().cpu().numpy()
