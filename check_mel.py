@@ -23,8 +23,17 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from meldataset import LOG_CLIP, LOG_SILENCE, AudioError, load_wav, mel_from_config, mel_spectrogram
-from utils import DEFAULT_CONFIG, UserError, exit_with_user_error, load_config
+from meldataset import (
+    LOG_CLIP,
+    LOG_SILENCE,
+    AudioError,
+    MelError,
+    load_audio,
+    mel_from_config,
+    mel_spectrogram,
+    read_npy,
+)
+from utils import DEFAULT_CONFIG, UserError, config_beside, exit_with_user_error, load_config
 
 LN10 = math.log(10.0)
 # Slope of a mel's values against the natural-log mel of this frontend, for common log scales
@@ -425,9 +434,7 @@ def config_for(a):
     if a.config:
         return load_config(a.config), a.config
     if a.checkpoint_file:
-        path = os.path.join(os.path.dirname(os.path.abspath(a.checkpoint_file)), "config.json")
-        if not os.path.isfile(path):
-            raise UserError(f"{path}: no config.json next to {a.checkpoint_file}; pass --config")
+        path = config_beside(a.checkpoint_file)
         return load_config(path), path
     return load_config(DEFAULT_CONFIG), DEFAULT_CONFIG
 
@@ -435,53 +442,52 @@ def config_for(a):
 def check_file(path: str, h, wavs_dir=None) -> list[Finding]:
     """Findings for one `.npy` file (and `<wavs_dir>/<id>.wav` when given)."""
     try:
-        mel = np.load(path, allow_pickle=False)
-    except Exception as e:  # numpy raises ValueError, OSError, EOFError... for non-npy files
-        return [Finding("shape", "error", f"not a readable .npy array ({str(e).splitlines()[0]}); save with np.save")]
+        mel = read_npy(path)
+    except MelError as e:  # missing, unreadable or not numbers
+        return [Finding("shape", "error", str(e).removeprefix(f"{path}: "))]
     audio, found = None, []
     if wavs_dir:
         wav = os.path.join(wavs_dir, os.path.splitext(os.path.basename(path))[0] + ".wav")
         try:
-            audio, sr = load_wav(wav)
-            if audio.ndim != 1:
-                audio = audio.mean(axis=1)
-            if sr != h.sampling_rate:
-                found.append(
-                    Finding("rate", "warning", f"{wav} is {sr} Hz, the model {h.sampling_rate} Hz; values not compared")
-                )
-                audio = None
-        except AudioError as e:
+            audio = load_audio(wav, h.sampling_rate, mixdown=True, on_notice=lambda msg: None)
+        except AudioError as e:  # missing, unreadable, or another rate: not compared
             found.append(Finding("rate", "warning", f"{e}; values judged from statistics only"))
     return found + check_mel(mel, h, audio)
+
+
+def report(files: list[str], h, config_path: str, wavs_dir=None) -> int:
+    """Print the frontend, one line per finding of each file and a summary -> the number of
+    incompatible files."""
+    print(
+        f"frontend of {config_path}: ({h.num_mels}, T) natural-log mel (floor ln({LOG_CLIP:g})), "
+        f"T = samples // {h.hop_size}, n_fft {h.n_fft}, fmin {h.fmin}, fmax {h.fmax}, {h.sampling_rate} Hz"
+    )
+    bad, codes = 0, {}
+    for path in files:
+        findings = check_file(path, h, wavs_dir)
+        for f in findings:
+            print(f"{path}: {f.severity} [{f.code}] {f.message}")
+            codes[f.code] = codes.get(f.code, 0) + 1
+        if any(f.severity == "error" for f in findings):
+            bad += 1
+    summary = ", ".join(f"{c} x{n}" for c, n in sorted(codes.items()))
+    print(f"{len(files) - bad} of {len(files)} mel file(s) compatible" + (f" ({summary})" if summary else ""))
+    return bad
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Check .npy mels from another system against this model's frontend.")
     parser.add_argument("mels", nargs="+", help=".npy mel files, or folders of them")
-    parser.add_argument("--config", default=None, help="the model's config JSON (default: config_v1.json)")
-    parser.add_argument("--checkpoint_file", default=None, help="use the config.json next to this checkpoint")
     parser.add_argument(
         "--wavs_dir", default=None, help="folder of the source wavs (<id>.wav for <id>.npy): compare with their mels"
     )
+    parser.add_argument("--config", default=None, help="the model's config JSON (default: config_v1.json)")
+    parser.add_argument("--checkpoint_file", default=None, help="use the config.json next to this checkpoint")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for user errors")
     a = parser.parse_args(argv)
     try:
         h, config_path = config_for(a)
-        files = mel_files(a.mels)
-        print(
-            f"frontend of {config_path}: ({h.num_mels}, T) natural-log mel (floor ln({LOG_CLIP:g})), "
-            f"T = samples // {h.hop_size}, n_fft {h.n_fft}, fmin {h.fmin}, fmax {h.fmax}, {h.sampling_rate} Hz"
-        )
-        bad, codes = 0, {}
-        for path in files:
-            findings = check_file(path, h, a.wavs_dir)
-            for f in findings:
-                print(f"{path}: {f.severity} [{f.code}] {f.message}")
-                codes[f.code] = codes.get(f.code, 0) + 1
-            if any(f.severity == "error" for f in findings):
-                bad += 1
-        summary = ", ".join(f"{c} x{n}" for c, n in sorted(codes.items()))
-        print(f"{len(files) - bad} of {len(files)} mel file(s) compatible" + (f" ({summary})" if summary else ""))
+        bad = report(mel_files(a.mels), h, config_path, a.wavs_dir)
     except UserError as e:
         exit_with_user_error(e, a.debug)
     sys.exit(1 if bad else 0)

@@ -5,7 +5,7 @@
 
 The first form pairs files by name (`<name>.wav`, `<name>_generated.wav` or
 `<name>_generated_e2e.wav` in --generated_dir with `<name>.wav` in --reference_dir); the second
-vocodes the mel of every reference wav with the checkpoint (inference.py) and scores the result.
+vocodes the mel of every reference wav with the checkpoint (synthesis.py) and scores the result.
 Both signals of a pair are trimmed to the shorter one. Metrics (definitions in the README,
 "Evaluation"): the paper's validation mel L1, multi-resolution STFT distance, wide-band PESQ,
 STOI, mel cepstral distortion, F0 RMSE, periodicity error and voiced/unvoiced F1. PESQ and STOI
@@ -22,13 +22,14 @@ import os
 import sys
 
 import numpy as np
-import torch
 
-from meldataset import AudioError, load_wav
+from meldataset import load_audio, write_pcm16
 from metrics import HIGHER_IS_BETTER, METRICS, available_metrics, compute_metrics, trim_pair
-from utils import DEFAULT_CONFIG, UserError, exit_with_user_error, load_config
+from synthesis import load_generator, vocode, wav_to_mel
+from utils import DEFAULT_CONFIG, UserError, default_device, exit_with_user_error, load_config
 
-__all__ = ["available_metrics", "main"]  # available_metrics: re-exported for train.py until the merge
+# available_metrics, compute_metrics: re-exported for train.py until it imports them from metrics
+__all__ = ["available_metrics", "compute_metrics", "main"]
 
 GENERATED_SUFFIXES = ("_generated_e2e", "_generated")  # inference_e2e.py / inference.py output names
 
@@ -69,19 +70,6 @@ def match_files(generated_dir: str, reference_dir: str, notify=print) -> list[tu
     return pairs
 
 
-def load_mono(path: str, sampling_rate: int) -> np.ndarray:
-    """A mono wav at the config's rate, or an AudioError naming the fix."""
-    audio, sr = load_wav(path)
-    if audio.ndim != 1:
-        raise AudioError(f"{path}: {audio.shape[1]} channels; evaluate mono files")
-    if sr != sampling_rate:
-        raise AudioError(
-            f"{path}: {sr} Hz but the config's sampling_rate is {sampling_rate} Hz; "
-            "resample the file or pass the model's --config"
-        )
-    return audio
-
-
 def summarize(rows: list[dict], columns: list[str]) -> str:
     """A plain-text table: for each column its mean, min and max over the files (NaN ignored)."""
     lines = [f"{'metric':<18}{'mean':>10}{'min':>10}{'max':>10}{'files':>7}  better"]
@@ -115,10 +103,8 @@ def write_csv(path: str, rows: list[dict], columns: list[str]) -> None:
 
 def checkpoint_jobs(checkpoint_file: str, config_file, reference_dir: str, device: str, output_dir=None):
     """(name, load) per wav of `reference_dir`; `load()` -> (reference, its mel vocoded by the
-    checkpoint with inference.py, h), also written to `<output_dir>/<name>_generated.wav` if given."""
-    import inference
-
-    generator, h = inference.load_generator(checkpoint_file, config_file, device=device)
+    checkpoint, h), also written as 16-bit PCM to `<output_dir>/<name>_generated.wav` if given."""
+    generator, h = load_generator(checkpoint_file, config_file, device=device)
     if not os.path.isdir(reference_dir):
         raise UserError(f"{reference_dir}: folder not found; check --reference_dir")
     names = sorted(n for n in os.listdir(reference_dir) if n.lower().endswith(".wav"))
@@ -128,14 +114,11 @@ def checkpoint_jobs(checkpoint_file: str, config_file, reference_dir: str, devic
         os.makedirs(output_dir, exist_ok=True)
 
     def load(path):
-        reference = load_mono(path, h.sampling_rate)
-        with torch.inference_mode():
-            generated = inference.vocode(generator, h, inference.wav_to_mel(path, h))
+        reference = load_audio(path, h.sampling_rate)
+        generated = vocode(generator, h, wav_to_mel(path, h))
         if output_dir:
             name = os.path.splitext(os.path.basename(path))[0]
-            import soundfile as sf
-
-            sf.write(os.path.join(output_dir, f"{name}_generated.wav"), generated, h.sampling_rate, subtype="PCM_16")
+            write_pcm16(os.path.join(output_dir, f"{name}_generated.wav"), generated, h.sampling_rate)
         return reference, generated, h
 
     return [(name, functools.partial(load, os.path.join(reference_dir, name))) for name in names]
@@ -145,7 +128,7 @@ def folder_jobs(generated_dir: str, reference_dir: str, h, notify=print):
     """(name, load) per matched pair; `load()` -> (reference, generated, h)."""
 
     def load(reference, generated):
-        return load_mono(reference, h.sampling_rate), load_mono(generated, h.sampling_rate), h
+        return load_audio(reference, h.sampling_rate), load_audio(generated, h.sampling_rate), h
 
     return [
         (os.path.basename(g), functools.partial(load, r, g))
@@ -157,7 +140,7 @@ def evaluate(a, notify=print) -> tuple[list[dict], list[str]]:
     """Score every pair named by the arguments -> (rows, names of files that could not be read)."""
     metrics = available_metrics(a.metrics.split(",") if a.metrics else None, notify)
     if a.checkpoint_file:
-        device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = a.device or default_device()
         jobs = checkpoint_jobs(a.checkpoint_file, a.config, a.reference_dir, device, a.output_dir)
     else:
         jobs = folder_jobs(a.generated_dir, a.reference_dir, load_config(a.config or DEFAULT_CONFIG), notify)

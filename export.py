@@ -18,7 +18,7 @@ import warnings
 import numpy as np
 import torch
 
-from inference import load_generator
+from synthesis import load_generator
 from utils import UserError, exit_with_user_error
 
 ONNX_OPSET = 18

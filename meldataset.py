@@ -243,10 +243,13 @@ def read_npy(path: str) -> np.ndarray:
     return mel
 
 
-def mel_layout(mel, num_mels: int, name: str, on_notice: Callable[[str], None] = notice) -> torch.Tensor:
+def mel_layout(
+    mel, num_mels: int, name: str, on_notice: Callable[[str], None] = notice, min_frames: int = 1
+) -> torch.Tensor:
     """The one mel layout normaliser: (num_mels, T), (1, num_mels, T) or (T, num_mels) (numpy or
     torch) -> (1, num_mels, T) float32 tensor. The transposed layout is reported in one line; any
-    other shape, a wrong band count or NaN/inf values raise `MelError` naming `name`."""
+    other shape, a wrong band count, fewer than `min_frames` frames (0 for a piece of a stream) or
+    NaN/inf values raise `MelError` naming `name`."""
     mel = torch.as_tensor(np.asarray(mel) if not isinstance(mel, torch.Tensor) else mel)
     shape = tuple(mel.shape)
     expected = f"({num_mels}, T), (1, {num_mels}, T) or (T, {num_mels})"
@@ -262,12 +265,12 @@ def mel_layout(mel, num_mels: int, name: str, on_notice: Callable[[str], None] =
             )
         on_notice(f"{name}: mel of shape {shape} read as (T, num_mels) and transposed")
         mel = mel.T
-    if mel.shape[1] == 0:
-        raise MelError(f"{name}: mel has 0 frames; regenerate it")
+    if mel.shape[1] < min_frames:
+        raise MelError(f"{name}: mel has {mel.shape[1]} frames; regenerate it")
     mel = mel.float()
     if not torch.isfinite(mel).all():
         raise MelError(f"{name}: mel holds NaN or inf values; regenerate it")
-    lo, hi = mel.min().item(), mel.max().item()
+    lo, hi = (mel.min().item(), mel.max().item()) if mel.numel() else (LOG_SILENCE, LOG_SILENCE)
     if lo < LOG_SILENCE - MEL_RANGE_SLACK or hi > MEL_MAX_PLAUSIBLE:
         on_notice(
             f"{name}: mel values span [{lo:.1f}, {hi:.1f}]; HiFi-GAN expects natural-log mels clamped "

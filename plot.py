@@ -16,9 +16,8 @@ import os
 import numpy as np
 import torch
 
-from evaluate import DEFAULT_CONFIG, load_mono
-from meldataset import mel_from_config
-from utils import UserError, exit_with_user_error, load_config
+from meldataset import load_audio, mel_from_config
+from utils import DEFAULT_CONFIG, UserError, exit_with_user_error, load_config
 
 MEL_ERROR_TAGS = {"training/mel_spec_error": "training", "validation/mel_spec_error": "validation"}
 EXTRA_TAGS = {"validation/pesq": "validation PESQ (wide band)", "validation/mrstft": "validation MR-STFT distance"}
@@ -130,7 +129,7 @@ def main(argv=None) -> None:
     try:
         if a.command == "spec":
             h = load_config(a.config)
-            reference, generated = load_mono(a.reference, h.sampling_rate), load_mono(a.generated, h.sampling_rate)
+            reference, generated = load_audio(a.reference, h.sampling_rate), load_audio(a.generated, h.sampling_rate)
             titles = (f"reference: {os.path.basename(a.reference)}", f"generated: {os.path.basename(a.generated)}")
             save(plot_spectrograms(reference, generated, h, titles), a.output)
         else:

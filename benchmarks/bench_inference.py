@@ -5,12 +5,12 @@
 
 Table mode: each generator (random weights: speed does not depend on their values; eval mode,
 weight norm removed, `torch.inference_mode()`) vocodes a mel of `--seconds` of audio (10 s) at
-batch 1 through `inference.vocode`, the path `inference_e2e.py` uses. `--warmup` untimed runs,
+batch 1 through `synthesis.vocode`, the path `inference_e2e.py` uses. `--warmup` untimed runs,
 then the median of `--runs`; the spread (min to max) is printed as the noise. CPU with the stated
 number of threads, and CUDA when available.
 
 Folder mode: writes `--folder` synthetic speech-like wavs of 2 to 10 s (V2 by default) and times
-`inference.vocode_files` on them for each `--batch_sizes` and `--workers` (wav reading, mel frontend, generator,
+`synthesis_files.vocode_files` on them for each `--batch_sizes` and `--workers` (wav reading, mel frontend, generator,
 16-bit wav writing): kHz of audio produced per second of wall time, and how many cores were busy
 (process CPU time / wall time).
 """
@@ -27,9 +27,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from inference import vocode, vocode_files  # noqa: E402
 from meldataset import synth_speechlike  # noqa: E402
 from models import Generator  # noqa: E402
+from synthesis import vocode  # noqa: E402
+from synthesis_files import vocode_files  # noqa: E402
 from utils import load_config  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

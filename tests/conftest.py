@@ -139,3 +139,24 @@ def run_train(tmp_path, *extra, config=None, steps=2, data=None):
     ]  # fmt: skip
     train.main(argv + list(extra))
     return tmp_path / "cp"
+
+
+# --- synthesis helpers ---
+
+
+def save_generator(folder, h, seed: int = 0, name: str = "g_00000010") -> str:
+    """A g_ checkpoint of a seeded random Generator(h) and its config.json in `folder` (created if
+    needed) -> the checkpoint's path."""
+    import json
+
+    import torch
+
+    from models import Generator
+
+    os.makedirs(folder, exist_ok=True)
+    torch.manual_seed(seed)
+    path = os.path.join(folder, name)
+    torch.save({"generator": Generator(h).state_dict()}, path)
+    with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as f:
+        json.dump(h, f)
+    return path

@@ -1,5 +1,5 @@
 """evaluate.py: ideal values on identical audio, monotonic degradation with noise, file matching,
-the CSV/summary CLI, the checkpoint mode (when inference.py exists) and train.py --validation_metrics."""
+the CSV/summary CLI, the checkpoint mode (synthesis.py) and train.py --validation_metrics."""
 
 import csv
 import importlib.util
@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config, write_wav
+from conftest import save_generator, tiny_config, write_wav
 
 import evaluate
 import metrics
@@ -169,16 +169,13 @@ def test_cli_user_errors_are_one_line(tmp_path, capsys):
 
 
 def test_checkpoint_mode_vocodes_references(tmp_path, clip, one_thread):
-    pytest.importorskip("inference", reason="inference.py (load_generator, wav_to_mel, vocode) is not merged yet")
-    from models import Generator
-    from utils import save_checkpoint
+    import soundfile as sf
+
+    from meldataset import to_pcm16
+    from synthesis import load_generator, vocode, wav_to_mel
 
     cp = tmp_path / "cp"
-    cp.mkdir()
-    config = write_tiny(tmp_path)
-    (cp / "config.json").write_text(config.read_text())
-    torch.manual_seed(0)
-    save_checkpoint(str(cp / "g_00000001"), {"generator": Generator(tiny_config("v1")).state_dict()})
+    save_generator(cp, tiny_config("v1"), name="g_00000001")
     ref = tmp_path / "ref"
     ref.mkdir()
     write_wav(ref / "a.wav", clip)
@@ -190,6 +187,11 @@ def test_checkpoint_mode_vocodes_references(tmp_path, clip, one_thread):
     assert [r["file"] for r in rows] == ["a.wav", "b.wav", "MEAN"]
     assert all(float(r["mel_l1"]) > 0.5 for r in rows)  # an untrained generator is far from the reference
     assert sorted(p.name for p in out_dir.iterdir()) == ["a_generated.wav", "b_generated.wav"]
+    # the vocoded wavs are written by the one 16-bit writer: clipped, int16 = round-down of x * 32768
+    generator, h = load_generator(str(cp / "g_00000001"), device="cpu")
+    written, sr = sf.read(out_dir / "a_generated.wav", dtype="int16")
+    assert sr == h.sampling_rate
+    np.testing.assert_array_equal(written, to_pcm16(vocode(generator, h, wav_to_mel(str(ref / "a.wav"), h))))
 
 
 @needs_pesq

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import config
+from conftest import config, save_generator
 
 import export
 from models import Generator
@@ -59,15 +59,9 @@ def test_onnx_equals_eager(v2, tmp_path):
 
 
 def test_export_cli_writes_and_checks(tmp_path, capsys):
-    import json
-
-    h = config("v2")
-    torch.manual_seed(1)
-    ckpt = tmp_path / "g_00000007"
-    torch.save({"generator": Generator(h).state_dict()}, ckpt)
-    (tmp_path / "config.json").write_text(json.dumps(h))
+    ckpt = save_generator(tmp_path, config("v2"), seed=1, name="g_00000007")
     out = tmp_path / "exported"
-    export.main(["--checkpoint_file", str(ckpt), "--output_dir", str(out), "--formats", "torchscript"])
+    export.main(["--checkpoint_file", ckpt, "--output_dir", str(out), "--formats", "torchscript"])
     line = capsys.readouterr().out.strip()
     assert os.listdir(out) == ["g_00000007.ts"]
     assert line.startswith(f"torchscript: {out / 'g_00000007.ts'}") and "max abs diff to eager" in line

@@ -1,5 +1,5 @@
-"""inference.py / inference_e2e.py: output length and clipping, mel layouts, bad files among good
-ones, resampling and mixdown, batched == unbatched, chunked and streaming == one-shot, and one-line
+"""synthesis.py, synthesis_files.py and inference.py / inference_e2e.py: output length and
+clipping, mel layouts, bad files among good ones, resampling and mixdown, batched == unbatched, chunked and streaming == one-shot, and one-line
 errors for the usual mistakes (do_ file, another config, missing config.json, wrong band count)."""
 
 import json
@@ -9,23 +9,24 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import FIXTURES, VERSIONS, config, harmonic, needs_fixtures, tiny_config, write_wav
+from conftest import FIXTURES, VERSIONS, config, harmonic, needs_fixtures, save_generator, tiny_config, write_wav
 
 import inference
 import inference_e2e
-from inference import (
+import synthesis_files
+from meldataset import LOG_SILENCE, MelError, mel_from_config, mel_layout, to_pcm16
+from models import Generator
+from synthesis import (
+    REPO,
     generate_chunked,
     generate_stream,
     load_generator,
-    mel_layout,
     receptive_field_frames,
-    to_pcm16,
     vocode,
     vocode_batch,
     wav_to_mel,
 )
-from meldataset import LOG_SILENCE, MelError, mel_from_config
-from models import Generator
+from utils import ConfigError
 
 HOP = 256
 
@@ -39,21 +40,10 @@ def _real_shapes(version: str):
     return config(version, upsample_initial_channel=32)
 
 
-def _save_generator(folder, h, seed: int = 0) -> str:
-    """A g_ checkpoint of a seeded random generator and its config.json in `folder`."""
-    os.makedirs(folder, exist_ok=True)
-    torch.manual_seed(seed)
-    path = os.path.join(folder, "g_00000010")
-    torch.save({"generator": Generator(h).state_dict()}, path)
-    with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as f:
-        json.dump(h, f)
-    return path
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """(checkpoint path, generator, h) of a tiny V1-style generator."""
-    path = _save_generator(tmp_path_factory.mktemp("ckpt"), tiny_config("v1"))
+    path = save_generator(tmp_path_factory.mktemp("ckpt"), tiny_config("v1"))
     generator, h = load_generator(path)
     return path, generator, h
 
@@ -310,7 +300,7 @@ def test_stream_yields_audio_before_the_input_ends(tiny):
 def test_original_format_checkpoint_through_load_generator(tmp_path):
     """The authors' g_ format (weight_g/weight_v) -> same output as their code."""
     ckpt = os.path.join(FIXTURES, "g_v2_original_format.pt")
-    generator, h = load_generator(ckpt, os.path.join(inference.REPO, "config_v2.json"))
+    generator, h = load_generator(ckpt, os.path.join(REPO, "config_v2.json"))
     mel = np.load(os.path.join(FIXTURES, "mel_LJ001-0002.npy"))
     expected = np.load(os.path.join(FIXTURES, "expected_v2_LJ001-0002.npy"))[0, 0]
     out = vocode(generator, h, mel)
@@ -349,13 +339,13 @@ def test_do_checkpoint_passed_as_generator(tmp_path, mel_dir, capsys):
 
 
 def test_checkpoint_from_another_config_names_the_right_one(tmp_path, mel_dir, capsys):
-    path = _save_generator(tmp_path / "v2", config("v2"))
+    path = save_generator(tmp_path / "v2", config("v2"))
     code, err = _run_e2e(
         [
             "--checkpoint_file",
             path,
             "--config",
-            os.path.join(inference.REPO, "config_v1.json"),
+            os.path.join(REPO, "config_v1.json"),
             "--input_mels_dir",
             mel_dir,
         ],
@@ -367,7 +357,7 @@ def test_checkpoint_from_another_config_names_the_right_one(tmp_path, mel_dir, c
 
 
 def test_missing_config_json(tmp_path, mel_dir, capsys):
-    path = _save_generator(tmp_path / "ck", tiny_config("v1"))
+    path = save_generator(tmp_path / "ck", tiny_config("v1"))
     os.remove(tmp_path / "ck" / "config.json")
     code, err = _run_e2e(["--checkpoint_file", path, "--input_mels_dir", mel_dir], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
@@ -375,7 +365,7 @@ def test_missing_config_json(tmp_path, mel_dir, capsys):
 
 
 def test_truncated_checkpoint(tmp_path, mel_dir, capsys):
-    path = _save_generator(tmp_path / "ck", tiny_config("v1"))
+    path = save_generator(tmp_path / "ck", tiny_config("v1"))
     data = open(path, "rb").read()
     with open(path, "wb") as f:
         f.write(data[: len(data) // 2])
@@ -396,9 +386,9 @@ def test_wrong_number_of_mel_bands(tiny, tmp_path, capsys):
 
 
 def test_debug_shows_the_traceback(tmp_path, mel_dir):
-    path = _save_generator(tmp_path / "ck", tiny_config("v1"))
+    path = save_generator(tmp_path / "ck", tiny_config("v1"))
     os.remove(tmp_path / "ck" / "config.json")
-    with pytest.raises(inference.ConfigError, match="no config.json"):
+    with pytest.raises(ConfigError, match="no config.json"):
         inference_e2e.main(["--checkpoint_file", path, "--input_mels_dir", mel_dir, "--debug"])
 
 
@@ -465,9 +455,9 @@ def test_auto_workers_only_pays_off_with_enough_audio(tmp_path):
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        assert inference.auto_workers(short, "mel", h, 1, "cpu") == 1  # 5 s of audio in all
-        assert inference.auto_workers(long, "mel", h, 1, "cpu") == 2
-        assert inference.auto_workers(long, "mel", h, 4, "cpu") == 1  # one batch
-        assert inference.auto_workers(long, "mel", h, 1, "cuda") == 1
+        assert synthesis_files.auto_workers(short, "mel", h, 1, "cpu") == 1  # 5 s of audio in all
+        assert synthesis_files.auto_workers(long, "mel", h, 1, "cpu") == 2
+        assert synthesis_files.auto_workers(long, "mel", h, 4, "cpu") == 1  # one batch
+        assert synthesis_files.auto_workers(long, "mel", h, 1, "cuda") == 1
     finally:
         torch.set_num_threads(before)

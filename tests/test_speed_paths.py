@@ -1,7 +1,8 @@
 """The optimized code paths give the reference paths' numbers (README "Performance").
 
 - CPU inference engine (engine.prepare) == the reference Generator.forward, for the real
-  V1/V2/V3 configs and after loading an original-format checkpoint; which inputs it supports.
+  V1/V2/V3 configs and after loading an original-format checkpoint; which inputs it supports;
+  the synthesis API uses it on CPU where it applies.
 - Polyphase rewrite of ConvTranspose1d == ConvTranspose1d for every (kernel, rate) of the configs.
 - training.frozen: the generator step's gradients are those computed with unfrozen discriminators.
 """
@@ -168,6 +169,31 @@ def test_fallback_without_onednn_fusion(monkeypatch):
         fast, ref = both_paths(g, torch.randn(2, h.num_mels, 7), torch.tensor([7, 3]))
         assert engine.prepare(g)._fast.conv_pre.packed is None
         assert (fast - ref).abs().max() < FAST_TOL
+
+
+def test_synthesis_asks_for_the_engine_on_cpu_only_where_it_applies(monkeypatch):
+    """synthesis.vocode / vocode_batch / generate_stream run the engine for a prepared CPU
+    generator (same numbers as the module) and the plain module otherwise (weight norm on)."""
+    import synthesis
+
+    prepared = []
+    real_prepare = engine.prepare
+    monkeypatch.setattr(engine, "prepare", lambda g: prepared.append(g) or real_prepare(g))
+    h = tiny_config("v1")
+    g = seeded_generator(h)
+    mel = torch.randn(h.num_mels, 11, generator=torch.Generator().manual_seed(2)) - 5
+    with torch.inference_mode():
+        ref = g(mel[None])[0, 0].numpy()
+    assert np.abs(synthesis.vocode(g, h, mel) - ref).max() < FAST_TOL and prepared == [g]
+    batched = synthesis.vocode_batch(g, h, [mel[None], mel[None, :, :4]])
+    assert np.abs(batched[0] - ref).max() < FAST_TOL and len(prepared) == 2
+    streamed = np.concatenate(list(synthesis.generate_stream(g, h, [mel[:, :5], mel[:, 5:]])))
+    assert np.abs(streamed - ref).max() < FAST_TOL and len(prepared) > 2
+    prepared.clear()
+    torch.manual_seed(0)
+    with_weight_norm = Generator(h).eval()
+    synthesis.vocode(with_weight_norm, h, mel)
+    assert prepared == []
 
 
 # ---------------------------------------------------------------------------------------------

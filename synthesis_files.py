@@ -1,0 +1,358 @@
+"""Folders of files through the synthesis API, and the command line of inference.py (wav files,
+copy-synthesis) and inference_e2e.py (`.npy` mels from a TTS model).
+
+- `vocode_files(generator, h, paths, output_dir)` vocodes a list of audio or `.npy` mel files into
+  `<output_dir>/<name><suffix>.wav`: sorted by length, batched, long inputs in chunks, optionally
+  in several CPU processes; one error line per bad file, the others still written.
+- `run(argv, kind)`: the whole command line of both scripts (`kind` "wav" or "mel").
+
+The path of one file: run -> vocode_files -> synthesis.vocode_batch -> generator. Each input's
+header is read once (its length, for sorting and --workers), its mel layout normalised once (when
+it is loaded) and chunking decided once (in vocode_batch).
+"""
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
+
+import numpy as np
+import torch
+
+from meldataset import load_mel, notice, write_pcm16
+from synthesis import DEFAULT_CHUNK_FRAMES, build_generator, load_generator, vocode_batch, wav_to_mel
+from utils import UserError, default_device, exit_with_user_error
+
+# --workers auto: below this much audio, starting worker processes (1-3 s each) costs more than
+# it saves
+AUTO_WORKERS_MIN_SECONDS = 60.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Input files
+# ---------------------------------------------------------------------------------------------
+
+
+def audio_extensions() -> set[str]:
+    """File extensions of the formats soundfile reads (wav, flac, ogg, mp3, aiff...)."""
+    import soundfile as sf
+
+    return {"." + f.lower() for f in sf.available_formats()} - {".raw"} | {".aif", ".opus", ".oga"}
+
+
+def list_inputs(folder: str, kind: str) -> list[str]:
+    """Sorted input files of `folder`: audio files (`kind="wav"`) or `.npy` mels (`kind="mel"`)."""
+    flag = "--input_wavs_dir" if kind == "wav" else "--input_mels_dir"
+    if not os.path.isdir(folder):
+        raise UserError(f"{folder}: input folder not found; pass {flag}")
+    exts = audio_extensions() if kind == "wav" else {".npy"}
+    names = sorted(n for n in os.listdir(folder) if os.path.splitext(n)[1].lower() in exts and not n.startswith("."))
+    if not names:
+        what = "audio files (.wav, .flac, ...)" if kind == "wav" else ".npy mel files"
+        raise UserError(f"{folder}: no {what} found; pass {flag} with the folder that holds them")
+    return [os.path.join(folder, n) for n in names]
+
+
+def estimate_frames(path: str, kind: str, h) -> int:
+    """Cheap length of an input in mel frames (header only), for sorting; 0 if unreadable."""
+    try:
+        if kind == "mel":
+            shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+            return int(max(shape)) if shape else 0
+        import soundfile as sf
+
+        info = sf.info(path)
+        return int(info.frames * h.sampling_rate / info.samplerate) // h.hop_size
+    except Exception:  # broken files are reported when they are really read
+        return 0
+
+
+def load_input(path: str, kind: str, h, on_notice: Callable[[str], None] = notice) -> torch.Tensor:
+    """An audio file (its mel) or a `.npy` mel in any accepted layout -> (1, num_mels, T) float32."""
+    if kind == "wav":
+        return wav_to_mel(path, h, on_notice).unsqueeze(0)
+    return load_mel(path, h.num_mels, on_notice)
+
+
+def output_path(path: str, output_dir: str, suffix: str) -> str:
+    return os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0] + suffix + ".wav")
+
+
+def _error_message(path: str, e: Exception) -> str:
+    if isinstance(e, UserError):
+        return str(e)
+    return f"{path}: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+
+
+def _print_error(msg: str) -> None:
+    print(f"error: {msg}", file=sys.stderr)
+
+
+def _progress_bar(total: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="file")
+
+
+# ---------------------------------------------------------------------------------------------
+# Files -> wavs
+# ---------------------------------------------------------------------------------------------
+
+
+def vocode_files(
+    generator: torch.nn.Module,
+    h,
+    paths: list[str],
+    output_dir: str,
+    kind: str = "wav",
+    suffix: str = "_generated",
+    batch_size: int = 1,
+    chunk_frames: int | None = DEFAULT_CHUNK_FRAMES,
+    workers: int = 1,
+    progress: bool = False,
+    debug: bool = False,
+    on_notice: Callable[[str], None] = notice,
+    on_error: Callable[[str], None] = _print_error,
+    lengths: dict[str, int] | None = None,
+) -> dict:
+    """Vocode `paths` (audio files or `.npy` mels) into `<output_dir>/<name><suffix>.wav`.
+
+    Files are sorted by length (longest first; `lengths` {path: frames} when the caller already
+    has them, else `estimate_frames`) and vocoded `batch_size` at a time (padding masked in the
+    generator); inputs longer than `chunk_frames` are vocoded alone in chunks. `workers` > 1 (CPU
+    only; ignored on other devices and with `debug`) spreads the batches over that many spawned
+    processes with `torch.get_num_threads() // workers` threads each (call it under
+    `if __name__ == "__main__":`). A file that fails is reported through `on_error` in one line
+    and the others are still written (with `debug`, the exception propagates).
+    Returns {"files", "failed", "seconds", "wall"}.
+    """
+    os.makedirs(output_dir, exist_ok=True)
+    start = time.perf_counter()
+    lengths = lengths or {p: estimate_frames(p, kind, h) for p in paths}
+    order = sorted(paths, key=lambda p: -lengths.get(p, 0))
+    step = max(1, batch_size)
+    groups = [order[i : i + step] for i in range(0, len(order), step)]
+    totals = {"files": 0, "failed": [], "samples": 0}
+    bar = _progress_bar(len(order)) if progress else None
+
+    def fail(path: str, e: Exception) -> None:
+        if debug:
+            raise e
+        totals["failed"].append(path)
+        on_error(_error_message(path, e))
+
+    try:
+        if workers > 1 and not debug and len(groups) > 1 and next(generator.parameters()).device.type == "cpu":
+            jobs = [(g, output_dir, kind, suffix, chunk_frames, {p: lengths.get(p, 0) for p in g}) for g in groups]
+            _in_workers(generator, h, jobs, workers, totals, on_notice, on_error, bar)
+        else:
+            for group in groups:
+                loaded = []
+                for path in group:
+                    try:
+                        loaded.append((path, load_input(path, kind, h, on_notice)))
+                    except Exception as e:  # one bad file must not stop the others
+                        fail(path, e)
+                try:
+                    audios = vocode_batch(generator, h, [m for _, m in loaded], chunk_frames)
+                    for (path, _), audio in zip(loaded, audios):
+                        write_pcm16(output_path(path, output_dir, suffix), audio, h.sampling_rate)
+                        totals["files"] += 1
+                        totals["samples"] += audio.size
+                except Exception as e:
+                    for path, _ in loaded:
+                        fail(path, e)
+                if bar is not None:
+                    bar.update(len(group))
+    finally:
+        if bar is not None:
+            bar.close()
+    seconds = totals["samples"] / h.sampling_rate
+    return {
+        "files": totals["files"],
+        "failed": totals["failed"],
+        "seconds": seconds,
+        "wall": time.perf_counter() - start,
+    }
+
+
+# NOTE: per-process state of a `--workers` pool process, set once by its initializer (the
+# generator is too large to send with every task).
+_WORKER_STATE: dict = {}
+
+
+def _worker_init(state_dict: dict, h, threads: int) -> None:
+    torch.set_num_threads(threads)
+    generator = build_generator(h)
+    generator.remove_weight_norm()
+    generator.load_state_dict(state_dict)
+    _WORKER_STATE.update(generator=generator.eval(), h=h)
+
+
+def _worker_task(job: tuple) -> tuple[dict, list[str], list[str]]:
+    """One batch of `vocode_files` in a pool process -> (its result, notices, error lines)."""
+    group, output_dir, kind, suffix, chunk_frames, lengths = job
+    notices, errors = [], []
+    result = vocode_files(
+        _WORKER_STATE["generator"],
+        _WORKER_STATE["h"],
+        group,
+        output_dir,
+        kind,
+        suffix,
+        batch_size=len(group),
+        chunk_frames=chunk_frames,
+        on_notice=notices.append,
+        on_error=errors.append,
+        lengths=lengths,
+    )
+    return result, notices, errors
+
+
+def _in_workers(generator, h, jobs: list[tuple], workers: int, totals: dict, on_notice, on_error, bar) -> None:
+    """`vocode_files`' batches (`jobs`) in `workers` spawned processes; their notices and error
+    lines are passed on and their counts added to `totals`, batch by batch in order."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, torch.get_num_threads() // workers)
+    state = {k: v.detach().cpu() for k, v in generator.state_dict().items()}
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(workers, context, initializer=_worker_init, initargs=(state, h, threads))
+    try:
+        for job, (result, notices, errors) in zip(jobs, pool.map(_worker_task, jobs)):
+            for msg in notices:
+                on_notice(msg)
+            for msg in errors:
+                on_error(msg)
+            totals["files"] += result["files"]
+            totals["failed"] += result["failed"]
+            totals["samples"] += round(result["seconds"] * h.sampling_rate)
+            if bar is not None:
+                bar.update(len(job[0]))
+    except BrokenProcessPool:
+        raise UserError(
+            f"the {workers} worker processes died (out of memory, or vocode_files(workers > 1) called from a "
+            "script without an `if __name__ == '__main__':` guard); use --workers 1"
+        ) from None
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def auto_workers(paths: list[str], kind: str, h, batch_size: int, device: str, lengths: dict | None = None) -> int:
+    """`--workers 0`: on CPU, one single-threaded process per torch thread (measured faster than
+    one process using all threads, see README "Benchmarks") when there are several batches and
+    at least `AUTO_WORKERS_MIN_SECONDS` of audio; otherwise 1. `lengths` as in `vocode_files`."""
+    if not str(device).startswith("cpu"):
+        return 1
+    groups = -(-len(paths) // max(1, batch_size))
+    frames = lengths.values() if lengths is not None else (estimate_frames(p, kind, h) for p in paths)
+    seconds = sum(frames) * h.hop_size / h.sampling_rate
+    if groups < 2 or seconds < AUTO_WORKERS_MIN_SECONDS:
+        return 1
+    return max(1, min(torch.get_num_threads(), groups))
+
+
+def summary_line(result: dict) -> str:
+    """`12 files, 83.1 s of audio in 4.2 s (19.8x real time)` (+ failures)."""
+    wall = max(result["wall"], 1e-9)
+    line = (
+        f"{result['files']} files, {result['seconds']:.1f} s of audio in {wall:.1f} s "
+        f"({result['seconds'] / wall:.1f}x real time)"
+    )
+    if result["failed"]:
+        line += f"; {len(result['failed'])} failed (see the error lines above)"
+    return line
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line of inference.py (kind "wav") and inference_e2e.py (kind "mel")
+# ---------------------------------------------------------------------------------------------
+
+
+def build_parser(kind: str) -> argparse.ArgumentParser:
+    """Arguments of `inference.py` (`kind="wav"`) or `inference_e2e.py` (`kind="mel"`)."""
+    if kind == "wav":
+        p = argparse.ArgumentParser(description="Vocode audio files (copy-synthesis) with a HiFi-GAN generator.")
+        p.add_argument(
+            "--input_wavs_dir", default="test_files", help="folder of audio files (any format soundfile reads)"
+        )
+        p.add_argument("--output_dir", default="generated_files", help="where <name>_generated.wav are written")
+    else:
+        p = argparse.ArgumentParser(description="Vocode .npy mel-spectrograms (e.g. from a TTS model) with HiFi-GAN.")
+        p.add_argument("--input_mels_dir", default="test_mel_files", help="folder of .npy mels (num_mels, T)")
+        p.add_argument(
+            "--output_dir", default="generated_files_from_mel", help="where <name>_generated_e2e.wav are written"
+        )
+    p.add_argument("--checkpoint_file", required=True, help="generator checkpoint g_XXXXXXXX")
+    p.add_argument("--config", default=None, help="config JSON (default: config.json beside the checkpoint)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
+    p.add_argument("--batch_size", type=int, default=1, help="files per generator call (padding is masked)")
+    p.add_argument(
+        "--chunk_frames",
+        type=int,
+        default=DEFAULT_CHUNK_FRAMES,
+        help="mel frames per generator call for long inputs (bounded memory, same output); 0 = never chunk",
+    )
+    p.add_argument("--num_threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="CPU only: vocode batches in this many processes, each with num_threads / workers threads; "
+        "0 (default) = one per thread when there is a minute of audio or more, else 1",
+    )
+    p.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
+    return p
+
+
+def _check_arguments(a) -> None:
+    if a.batch_size < 1:
+        raise UserError(f"--batch_size {a.batch_size}; use 1 or more")
+    if a.chunk_frames < 0:
+        raise UserError(f"--chunk_frames {a.chunk_frames}; use 0 (no chunking) or a positive number")
+    if a.workers < 0:
+        raise UserError(f"--workers {a.workers}; use 0 (automatic) or more")
+
+
+def run(argv: list[str] | None, kind: str) -> None:
+    """The command line of inference.py (`kind="wav"`) and inference_e2e.py (`kind="mel"`): parse
+    `argv` and vocode the input folder. Returns when every file was written; exits with status 1
+    when some files failed (one error line each) and 2 on a fatal user error (bad checkpoint,
+    config, folder or arguments: its one line, or the traceback with --debug)."""
+    a = build_parser(kind).parse_args(argv)
+    try:
+        _check_arguments(a)
+        if a.num_threads:
+            torch.set_num_threads(a.num_threads)
+        paths = list_inputs(a.input_wavs_dir if kind == "wav" else a.input_mels_dir, kind)
+        device = a.device or default_device()
+        if a.workers > 1 and not device.startswith("cpu"):
+            raise UserError(f"--workers is for CPU inference, the device is {device}; raise --batch_size instead")
+        generator, h = load_generator(a.checkpoint_file, a.config, device)
+        lengths = {p: estimate_frames(p, kind, h) for p in paths}  # each header read once
+        workers = a.workers or auto_workers(paths, kind, h, a.batch_size, device, lengths)
+        if workers > 1:
+            threads = max(1, torch.get_num_threads() // workers)
+            notice(f"{workers} worker processes with {threads} thread{'s' if threads > 1 else ''} each (--workers)")
+        result = vocode_files(
+            generator,
+            h,
+            paths,
+            a.output_dir,
+            kind=kind,
+            suffix="_generated" if kind == "wav" else "_generated_e2e",
+            batch_size=a.batch_size,
+            chunk_frames=a.chunk_frames or None,
+            workers=workers,
+            progress=sys.stdout.isatty(),
+            debug=a.debug,
+            lengths=lengths,
+        )
+    except UserError as e:
+        exit_with_user_error(e, a.debug)
+    print(summary_line(result))
+    if result["failed"]:
+        sys.exit(1)
