@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 import engine
+from baselines import melgan
 from meldataset import AudioError, load_audio, mel_from_config, mel_layout, notice
 from models import PRE_POST_KERNEL, Generator
 from utils import CheckpointError, ConfigError, UserError, config_beside, default_device, load_checkpoint, load_config
@@ -34,7 +35,7 @@ REPO = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CHUNK_FRAMES = 1024  # mel frames per generator call for long inputs (~12 s at hop 256)
 DISCRIMINATOR_KEYS = ("mpd", "msd", "optim_g", "optim_d")  # what a do_XXXXXXXX file holds
 # model_family -> generator class; one line per vocoder family
-GENERATORS = {"hifigan": Generator}
+GENERATORS = {"hifigan": Generator, "melgan": melgan.MelGANGenerator}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,12 +185,14 @@ def wav_to_mel(path: str, h, on_notice: Callable[[str], None] = notice) -> torch
 
 
 def receptive_field_frames(h) -> int:
-    """One-sided receptive field of the generator in mel frames (rounded up).
+    """One-sided receptive field of the config's generator in mel frames (rounded up).
 
     A mel frame further than this from an output sample's frame cannot change it, so chunks
     vocoded with this much context on each side equal one-shot inference. Sum over layers of each
     layer's one-sided reach, converted from its sample rate to frames.
     """
+    if h.get("model_family", "hifigan") == "melgan":
+        return melgan.receptive_field_frames(h)
     reach = (PRE_POST_KERNEL - 1) / 2  # conv_pre, in frames
     rate = 1  # samples per frame at the current layer's input
     for u, k in zip(h.upsample_rates, h.upsample_kernel_sizes):

@@ -19,7 +19,7 @@ from conftest import REPO
 
 ROOT = pathlib.Path(REPO)
 MAX_FUNCTION_LINES = 80
-SHORT_FUNCTION_FILES = ("models.py", "inference.py", "train.py", "synthesis.py", "synthesis_files.py")
+SHORT_FUNCTION_FILES = ("models.py", "inference.py", "train.py", "training.py", "synthesis.py", "synthesis_files.py")
 # the scripts of the issue; each must be recognised as one (it has a __main__ block)
 KNOWN_SCRIPTS = {
     "train",
@@ -40,12 +40,10 @@ LIBRARY_FLOOR = ("models", "meldataset", "metrics", "engine")  # between utils a
 # and to datacheck (check_filelists...), prepare_filelists.py to datacheck.check_wav, once the
 # data branch's datacheck.py is merged; bench_speed.py imports the training step from training.py
 PENDING_SCRIPT_IMPORTS = {
-    ("train", "evaluate"),
     ("train", "check_data"),
     ("prepare_filelists", "check_data"),
-    ("benchmarks.bench_speed", "train"),
 }
-PENDING_LONG_FUNCTIONS = {("train.py", "train")}  # train() becomes a short loop (lead)
+PENDING_LONG_FUNCTIONS = set()
 
 
 def _module_name(path: pathlib.Path) -> str:
@@ -126,13 +124,14 @@ def test_import_floors_come_in_order():
     assert floors["env"] == 1 and floors["utils"] == 2, floors
     assert all(floors[m] > floors["utils"] for m in LIBRARY_FLOOR), floors
     assert floors["synthesis"] > max(floors[m] for m in LIBRARY_FLOOR), floors
-    below_synthesis = {"training"} | {m for m in libraries if m.startswith("baselines.")}
-    assert all(floors[m] <= floors["synthesis"] for m in below_synthesis), floors
+    assert all(floors[m] < floors["synthesis"] for m in libraries if m.startswith("baselines.")), floors
+    assert floors["training"] > floors["synthesis"], floors  # the recipes build generators through it
     # scripts are on top: above everything they import, and they import libraries only
     for m in scripts:
         assert all(floors[m] > floors[d] and d in libraries for d in deps[m]), (m, deps[m])
     # the synthesis API sits on libraries only: importing it pulls in no folder or CLI machinery
-    assert deps["synthesis"] <= {"engine", "meldataset", "models", "utils", "env"}, deps["synthesis"]
+    allowed = {"engine", "meldataset", "models", "utils", "env", "baselines.melgan"}
+    assert deps["synthesis"] <= allowed, deps["synthesis"]
 
 
 def test_functions_fit_on_a_screen():
