@@ -328,3 +328,87 @@ def test_alternating_gan_steps_run_finite():
     # the hinge margin (-1, 1), so only the weights are checked
     moved = {n: not torch.equal(p, b) for (n, p), b in zip(d.named_parameters(), d_before)}
     assert all(v for n, v in moved.items() if n.endswith("weight_v")) and len(moved) == len(d_before)
+
+
+# ---------------------------------------------------------------------------------------------
+# A trained MelGAN checkpoint through the scripts (train.py -> inference, export, evaluate)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def melgan_checkpoint(tmp_path_factory):
+    """A 1-step MelGAN run of train.py at tiny sizes: (g_ path, its folder, the data folder)."""
+    from conftest import TINY_DISCRIMINATORS, make_training_data, run_train
+
+    tmp = tmp_path_factory.mktemp("melgan_run")
+    h = baseline_config("melgan", **TINY_G, **TINY_D, **TINY_DISCRIMINATORS, batch_size=2, segment_size=2048)
+    h["num_workers"] = 0
+    path = tmp / "melgan.json"
+    path.write_text(json.dumps(dict(h)))
+    data = make_training_data(tmp / "data", n=2)
+    cp = run_train(tmp, config=str(path), steps=1, data=data)
+    return str(cp / "g_00000000"), cp, data
+
+
+def test_melgan_checkpoint_through_inference_scripts(melgan_checkpoint, tmp_path, capsys):
+    import numpy as np
+    import soundfile as sf
+
+    import inference
+    import inference_e2e
+    from meldataset import to_pcm16
+    from synthesis import load_generator, vocode
+
+    checkpoint, cp, (wavs, _, _) = melgan_checkpoint
+    generator, h = load_generator(checkpoint, device="cpu")
+    assert isinstance(generator, MelGANGenerator)
+    inference.main(["--checkpoint_file", checkpoint, "--input_wavs_dir", wavs, "--output_dir", str(tmp_path / "a")])
+    audio, sr = sf.read(tmp_path / "a" / "clip0_generated.wav", dtype="float32")
+    frames = int(0.6 * 22050) // 256
+    assert sr == 22050 and audio.shape == (frames * 256,) and np.abs(audio).max() > 0
+    mel = mel_from_config(torch.from_numpy(harmonic(0.6))[None], h)[0].numpy()
+    (tmp_path / "mels").mkdir()
+    np.save(tmp_path / "mels" / "m.npy", mel)
+    inference_e2e.main(["--checkpoint_file", checkpoint, "--input_mels_dir", str(tmp_path / "mels"),
+                        "--output_dir", str(tmp_path / "b")])  # fmt: skip
+    e2e, _ = sf.read(tmp_path / "b" / "m_generated_e2e.wav", dtype="int16")
+    one_shot = vocode(generator, h, mel, chunk_frames=None)
+    np.testing.assert_array_equal(e2e, to_pcm16(one_shot))  # the one 16-bit writer's quantisation
+    chunked = vocode(generator, h, mel, chunk_frames=9)  # overlap-save with MelGAN's receptive field
+    np.testing.assert_allclose(chunked, one_shot, rtol=0, atol=1e-6)
+
+
+def test_melgan_checkpoint_exports_with_parity(melgan_checkpoint, tmp_path, capsys):
+    import export
+
+    checkpoint, _, _ = melgan_checkpoint
+    formats = ["torchscript"]
+    if all(__import__("importlib").util.find_spec(m) for m in ("onnx", "onnxscript", "onnxruntime")):
+        formats.append("onnx")
+    export.main(["--checkpoint_file", checkpoint, "--output_dir", str(tmp_path), "--check_frames", "40",
+                 "--formats", *formats])  # fmt: skip
+    out = capsys.readouterr().out
+    for fmt in formats:
+        diff = float(out.split(f"{fmt}: ")[1].split("max abs diff to eager ")[1].split()[0])
+        assert diff < 1e-4, out
+
+
+def test_melgan_checkpoint_evaluates_and_wrong_config_is_one_line(melgan_checkpoint, tmp_path, capsys):
+    import csv
+
+    from conftest import REPO
+
+    import evaluate
+
+    checkpoint, _, (wavs, _, _) = melgan_checkpoint
+    evaluate.main(["--reference_dir", wavs, "--checkpoint_file", checkpoint, "--metrics", "mel_l1,mrstft",
+                   "--output_csv", str(tmp_path / "m.csv"), "--device", "cpu"])  # fmt: skip
+    with open(tmp_path / "m.csv") as f:
+        mean = next(r for r in csv.DictReader(f) if r["file"] == "MEAN")
+    assert 0 < float(mean["mel_l1"]) < 20 and float(mean["mrstft"]) > 0
+    with pytest.raises(SystemExit) as e:  # a MelGAN checkpoint with a HiFi-GAN config
+        evaluate.main(["--reference_dir", wavs, "--checkpoint_file", checkpoint, "--config",
+                       os.path.join(REPO, "config_v1.json"), "--metrics", "mel_l1"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1
+    assert err[0].startswith(f"error: {checkpoint}: ") and "config_v1.json" in err[0], err
