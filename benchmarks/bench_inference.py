@@ -1,6 +1,6 @@
 """Inference speed in the format of the paper's Table 1, and batch throughput over a folder.
 
-    python benchmarks/bench_inference.py                    # V1, V2, V3: params, kHz, x real time
+    python benchmarks/bench_inference.py                    # V1, V2, V3, MelGAN: params, kHz, x real time
     python benchmarks/bench_inference.py --folder 100       # 100 clips of 2-10 s through vocode_files
 
 Table mode: each generator (random weights: speed does not depend on their values; eval mode,
@@ -28,8 +28,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from meldataset import synth_speechlike  # noqa: E402
-from models import Generator  # noqa: E402
-from synthesis import vocode  # noqa: E402
+from synthesis import build_generator, vocode  # noqa: E402
 from synthesis_files import vocode_files  # noqa: E402
 from utils import load_config  # noqa: E402
 
@@ -39,14 +38,17 @@ PAPER = {
     "v1": (13.92, 3701.29, 31.74),
     "v2": (0.92, 16863.0, 214.97),
     "v3": (1.46, 26169.0, 296.38),
+    "melgan": (4.26, 14238.0, 145.52),
 }
+CONFIGS = {"melgan": os.path.join("configs", "baselines", "config_melgan.json")}  # the others: config_<v>.json
 
 
 def build(version: str, device: str):
-    """Random-weight generator of config_<version>.json, weight norm removed, eval, on device."""
-    h = load_config(os.path.join(REPO, f"config_{version}.json"))
+    """Random-weight generator of config_<version>.json (or MelGAN's config), weight norm removed,
+    eval, on device."""
+    h = load_config(os.path.join(REPO, CONFIGS.get(version, f"config_{version}.json")))
     torch.manual_seed(0)
-    generator = Generator(h)
+    generator = build_generator(h)
     generator.remove_weight_norm()
     return generator.eval().to(device), h
 
@@ -100,7 +102,7 @@ def table(a) -> None:
     )
     print("| --- | --- | --- | --- | --- | --- |")
     print("\n".join(rows))
-    print("\nPaper: V100 GPU and an MKL CPU (different hardware).")
+    print("\nPaper (Table 1): V100 GPU and an MKL CPU, different hardware; MelGAN's figures are the paper's too.")
 
 
 def folder(a) -> None:
@@ -151,7 +153,13 @@ def _cpu_seconds() -> float:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="HiFi-GAN inference speed (paper Table 1 format) and folder throughput.")
-    p.add_argument("--versions", nargs="+", default=["v1", "v2", "v3"], choices=("v1", "v2", "v3"), help="generators")
+    p.add_argument(
+        "--versions",
+        nargs="+",
+        default=["v1", "v2", "v3", "melgan"],
+        choices=tuple(PAPER),
+        help="generators (Table 1 rows)",
+    )
     p.add_argument("--seconds", type=float, default=10.0, help="seconds of audio per run (paper: 10)")
     p.add_argument("--runs", type=int, default=5, help="timed runs (the median is reported)")
     p.add_argument("--warmup", type=int, default=2, help="untimed runs first")

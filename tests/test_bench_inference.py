@@ -12,13 +12,16 @@ import bench_inference  # noqa: E402
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_table_mode_prints_the_paper_columns(capsys):
-    bench_inference.main(["--versions", "v2", "--seconds", "0.5", "--runs", "1", "--warmup", "0", "--cpu_only"])
+@pytest.mark.parametrize(
+    "version,params,paper", [("v2", "0.93 M", "214.97 (9.75x)"), ("melgan", "4.26 M", "145.52 (6.60x)")]
+)
+def test_table_mode_prints_the_paper_columns(capsys, version, params, paper):
+    bench_inference.main(["--versions", version, "--seconds", "0.5", "--runs", "1", "--warmup", "0", "--cpu_only"])
     out = capsys.readouterr().out
     assert "| model | params (no weight norm) | device | kHz, median (min-max) | x real time |" in out
-    row = next(line for line in out.splitlines() if line.startswith("| V2 |"))
+    row = next(line for line in out.splitlines() if line.startswith(f"| {version.upper()} |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[1] == "0.93 M" and cells[2] == "CPU, 1 thread"
+    assert cells[1] == params and cells[2] == "CPU, 1 thread" and cells[5] == paper
     khz, realtime = float(cells[3].split()[0]), float(cells[4].rstrip("x"))
     assert khz > 0 and abs(realtime - khz / 22.05) < 0.01 * realtime + 0.01
 
