@@ -135,7 +135,14 @@ def _mask(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
-class ResBlock1(nn.Module):
+class _ResBlock(nn.Module):
+    """What both MRF residual blocks share: folding weight norm for inference."""
+
+    def remove_weight_norm(self) -> None:
+        remove_weight_norm(self)
+
+
+class ResBlock1(_ResBlock):
     """MRF residual block of V1/V2: per dilation d, LReLU -> conv(k, d) -> LReLU -> conv(k, 1),
     plus the skip. (B, C, T) -> (B, C, T)."""
 
@@ -162,11 +169,8 @@ class ResBlock1(nn.Module):
             x = xt + x
         return x
 
-    def remove_weight_norm(self) -> None:
-        remove_weight_norm(self)
 
-
-class ResBlock2(nn.Module):
+class ResBlock2(_ResBlock):
     """MRF residual block of V3: per dilation d, LReLU -> conv(k, d), plus the skip.
     (B, C, T) -> (B, C, T)."""
 
@@ -185,9 +189,6 @@ class ResBlock2(nn.Module):
             xt = _mask(c(xt), mask)
             x = xt + x
         return x
-
-    def remove_weight_norm(self) -> None:
-        remove_weight_norm(self)
 
 
 class Generator(_CompatModule):
