@@ -166,6 +166,7 @@ class FilelistEntry(NamedTuple):
     line: int  # 1-based line number in its filelist
     uid: str  # the text before the first '|', stripped
     path: str  # <wavs_dir>/<id>.wav, as training reads it
+    text: str  # the whole line, as written (the data check quotes it)
 
 
 class FilelistError(UserError):
@@ -180,6 +181,7 @@ class Filelist(NamedTuple):
     """One LJSpeech-style `id|text...` filelist, read once: what the data check and the dataset need."""
 
     path: str
+    wavs_dir: str
     entries: list[FilelistEntry]  # the non-blank lines, in order
     blank_lines: list[int]  # 1-based numbers of the blank lines (not the newline ending the file)
     unreadable: FilelistError | None = None  # why the file could not be read (then no entries)
@@ -197,13 +199,13 @@ def read_filelist(path: str, wavs_dir: str) -> Filelist:
     can list it with the other problems."""
     if not os.path.isfile(path):
         message = f"{path}: filelist not found; pass --input_training_file / --input_validation_file"
-        return Filelist(path, [], [], FilelistError(message, missing=True))
+        return Filelist(path, wavs_dir, [], [], FilelistError(message, missing=True))
     try:
         with open(path, encoding="utf-8") as fi:
             lines = fi.read().split("\n")
     except UnicodeDecodeError as e:
         message = f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save the filelist as UTF-8"
-        return Filelist(path, [], [], FilelistError(message, missing=False))
+        return Filelist(path, wavs_dir, [], [], FilelistError(message, missing=False))
     if lines and not lines[-1].strip():
         lines.pop()  # the newline that ends the last line
     entries, blank = [], []
@@ -212,8 +214,8 @@ def read_filelist(path: str, wavs_dir: str) -> Filelist:
             blank.append(number)
             continue
         uid = line.split("|")[0].strip()
-        entries.append(FilelistEntry(number, uid, os.path.join(wavs_dir, uid + ".wav")))
-    return Filelist(path, entries, blank)
+        entries.append(FilelistEntry(number, uid, os.path.join(wavs_dir, uid + ".wav"), line))
+    return Filelist(path, wavs_dir, entries, blank)
 
 
 def get_dataset_filelist(a) -> tuple[list[str], list[str]]:
