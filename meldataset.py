@@ -172,7 +172,7 @@ class FilelistEntry(NamedTuple):
 class FilelistError(UserError):
     """A filelist cannot be read: not found (`missing`) or not UTF-8 text."""
 
-    def __init__(self, message: str, missing: bool):
+    def __init__(self, message: str, missing: bool = False):
         super().__init__(message)
         self.missing = missing
 
