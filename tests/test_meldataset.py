@@ -15,6 +15,7 @@ from meldataset import (
     MelDataset,
     MelError,
     load_wav,
+    mel_from_config,
     mel_spectrogram,
     normalize,
     read_filelist,
@@ -148,6 +149,10 @@ def test_dataset_items(tmp_path):
     ds.audio_files = files  # fixed order for the test
     mel, audio, name, mel_loss = ds[0]
     assert mel.shape == (80, 32) and audio.shape == (8192,) and mel_loss.shape == (80, 32) and name == files[0]
+    # the frontend is the config's: mel with fmax, the loss mel with fmax_for_loss (None: full band)
+    torch.testing.assert_close(mel, mel_from_config(audio[None], ds.h)[0], rtol=0, atol=0)
+    torch.testing.assert_close(mel_loss, mel_from_config(audio[None], ds.h, fmax_for_loss=True)[0], rtol=0, atol=0)
+    assert not torch.equal(mel, mel_loss)
     # peak-normalized to 0.95 before cropping: the crop's peak is at most 0.95
     assert audio.abs().max() <= 0.95 + 1e-6
     # short clip zero-padded to segment_size
