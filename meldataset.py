@@ -13,6 +13,7 @@ import os
 import random
 import sys
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import soundfile as sf
@@ -159,29 +160,70 @@ def mel_from_config(y: torch.Tensor, h, fmax_for_loss: bool = False) -> torch.Te
 # ---------------------------------------------------------------------------------------------
 
 
-def filelist_entry(line: str, wavs_dir: str) -> tuple[str, str]:
-    """One `id|text...` filelist line -> (id, `<wavs_dir>/<id>.wav`)."""
-    uid = line.split("|")[0].strip()
-    return uid, os.path.join(wavs_dir, uid + ".wav")
+class FilelistEntry(NamedTuple):
+    """One non-blank filelist line."""
+
+    line: int  # 1-based line number in its filelist
+    uid: str  # the text before the first '|', stripped
+    path: str  # <wavs_dir>/<id>.wav, as training reads it
+    text: str  # the whole line, as written (the data check quotes it)
 
 
-def read_filelist(path: str, wavs_dir: str) -> list[str]:
-    """LJSpeech-style `id|text...` lines -> `<wavs_dir>/<id>.wav` paths (blank lines skipped)."""
+class FilelistError(UserError):
+    """A filelist cannot be read: not found (`missing`) or not UTF-8 text."""
+
+    def __init__(self, message: str, missing: bool = False):
+        super().__init__(message)
+        self.missing = missing
+
+
+class Filelist(NamedTuple):
+    """One LJSpeech-style `id|text...` filelist, read once: what the data check and the dataset need."""
+
+    path: str
+    wavs_dir: str
+    entries: list[FilelistEntry]  # the non-blank lines, in order
+    blank_lines: list[int]  # 1-based numbers of the blank lines (not the newline ending the file)
+    unreadable: FilelistError | None = None  # why the file could not be read (then no entries)
+
+    def wav_paths(self) -> list[str]:
+        """Every entry's `<wavs_dir>/<id>.wav`, in order; raises `unreadable` for an unreadable file."""
+        if self.unreadable is not None:
+            raise self.unreadable
+        return [e.path for e in self.entries]
+
+
+def read_filelist(path: str, wavs_dir: str) -> Filelist:
+    """The one filelist reader: `id|text...` lines -> `Filelist` of `<wavs_dir>/<id>.wav` entries.
+    A missing or non-UTF-8 file is not raised here but kept in `unreadable`, so that the data check
+    can list it with the other problems."""
     if not os.path.isfile(path):
-        raise UserError(f"{path}: filelist not found; pass --input_training_file / --input_validation_file")
+        message = f"{path}: filelist not found; pass --input_training_file / --input_validation_file"
+        return Filelist(path, wavs_dir, [], [], FilelistError(message, missing=True))
     try:
         with open(path, encoding="utf-8") as fi:
             lines = fi.read().split("\n")
     except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save the filelist as UTF-8") from None
-    return [filelist_entry(line, wavs_dir)[1] for line in lines if line.strip()]
+        message = f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save the filelist as UTF-8"
+        return Filelist(path, wavs_dir, [], [], FilelistError(message, missing=False))
+    if lines and not lines[-1].strip():
+        lines.pop()  # the newline that ends the last line
+    entries, blank = [], []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            blank.append(number)
+            continue
+        uid = line.split("|")[0].strip()
+        entries.append(FilelistEntry(number, uid, os.path.join(wavs_dir, uid + ".wav"), line))
+    return Filelist(path, wavs_dir, entries, blank)
 
 
 def get_dataset_filelist(a) -> tuple[list[str], list[str]]:
-    """(training wav paths, validation wav paths) from the argparse namespace `a`."""
+    """(training wav paths, validation wav paths) from the argparse namespace `a` (train.py's
+    second reading of the filelists: it goes when train.py keeps the `Filelist`s it checked)."""
     return (
-        read_filelist(a.input_training_file, a.input_wavs_dir),
-        read_filelist(a.input_validation_file, a.input_wavs_dir),
+        read_filelist(a.input_training_file, a.input_wavs_dir).wav_paths(),
+        read_filelist(a.input_validation_file, a.input_wavs_dir).wav_paths(),
     )
 
 
@@ -315,61 +357,41 @@ def reconcile_mel_audio(mel: torch.Tensor, audio: torch.Tensor, hop_size: int, n
 class MelDataset(torch.utils.data.Dataset):
     """Training/validation items `(mel, audio, filename, mel_loss)` as the authors' dataset.
 
-    Training (`split=True`): a random `segment_size` crop of the peak-normalized (x0.95) audio,
-    its mel (fmax) and its loss mel (fmax_loss); short clips are zero-padded. Fine-tuning reads
-    the teacher-forced mel `<base_mels_path>/<name>.npy` instead and crops mel and audio together.
+    The frontend comes from the config `h` (segment_size, n_fft, num_mels, hop_size, win_size,
+    sampling_rate, fmin, fmax, fmax_for_loss). Training (`split=True`): a random `segment_size`
+    crop of the peak-normalized (x0.95) audio, its mel (fmax) and its loss mel (fmax_for_loss);
+    short clips are zero-padded. Fine-tuning reads the teacher-forced mel
+    `<base_mels_path>/<name>.npy` instead and crops mel and audio together. `n_cache_reuse`: how
+    many further items reuse a loaded clip (the original's cache; training uses 0).
     """
 
     def __init__(
         self,
         training_files,
-        segment_size,
-        n_fft,
-        num_mels,
-        hop_size,
-        win_size,
-        sampling_rate,
-        fmin,
-        fmax,
-        split=True,
-        shuffle=True,
-        n_cache_reuse=1,
-        device=None,
-        fmax_loss=None,
-        fine_tuning=False,
-        base_mels_path=None,
+        h,
+        split: bool = True,
+        shuffle: bool = True,
+        n_cache_reuse: int = 0,
+        fine_tuning: bool = False,
+        base_mels_path: str | None = None,
     ):
         self.audio_files = list(training_files)
         random.seed(1234)
         if shuffle:
             random.shuffle(self.audio_files)
-        self.segment_size = segment_size
-        self.sampling_rate = sampling_rate
+        self.h = h
         self.split = split
-        self.n_fft = n_fft
-        self.num_mels = num_mels
-        self.hop_size = hop_size
-        self.win_size = win_size
-        self.fmin = fmin
-        self.fmax = fmax
-        self.fmax_loss = fmax_loss
         self.cached_wav = None
         self.n_cache_reuse = n_cache_reuse
         self._cache_ref_count = 0
-        self.device = device
         self.fine_tuning = fine_tuning
         self.base_mels_path = base_mels_path
 
-    def _mel(self, audio: torch.Tensor, fmax) -> torch.Tensor:
-        return mel_spectrogram(
-            audio, self.n_fft, self.num_mels, self.sampling_rate, self.hop_size, self.win_size, self.fmin, fmax
-        )
-
     def _load(self, filename: str) -> np.ndarray:
         audio, sampling_rate = load_wav(filename)
-        if sampling_rate != self.sampling_rate:
+        if sampling_rate != self.h.sampling_rate:
             raise AudioError(
-                f"{filename}: sampling rate {sampling_rate} Hz, the config expects {self.sampling_rate} Hz; "
+                f"{filename}: sampling rate {sampling_rate} Hz, the config expects {self.h.sampling_rate} Hz; "
                 "resample the dataset (e.g. sox in.wav -r 22050 out.wav) or change sampling_rate"
             )
         if audio.ndim != 1:
@@ -378,6 +400,27 @@ class MelDataset(torch.utils.data.Dataset):
             # float64 as the original (int16 / 32768.0 is float64 in numpy), then float32
             audio = (normalize(audio.astype(np.float64)) * NORMALIZE_PEAK).astype(np.float32)
         return audio
+
+    def _teacher_forced(self, filename: str, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fine-tuning: the clip's `.npy` mel (1, M, F) and its (1, T) audio, reconciled and, with
+        `split`, cropped together to ceil(segment_size / hop_size) frames."""
+        segment_size, hop_size = self.h.segment_size, self.h.hop_size
+        name = os.path.splitext(os.path.basename(filename))[0]
+        mel_path = os.path.join(self.base_mels_path, name + ".npy")
+        mel = load_mel(mel_path, self.h.num_mels)
+        mel, audio = reconcile_mel_audio(mel, audio, hop_size, mel_path)
+        if self.split:
+            frames_per_seg = math.ceil(segment_size / hop_size)
+            if mel.size(2) >= frames_per_seg:
+                # NOTE: the original draws from [0, frames - frames_per_seg - 1] and crashes
+                # when a mel has exactly frames_per_seg frames; the last start is valid.
+                mel_start = random.randint(0, mel.size(2) - frames_per_seg)
+                mel = mel[:, :, mel_start : mel_start + frames_per_seg]
+                audio = audio[:, mel_start * hop_size : (mel_start + frames_per_seg) * hop_size]
+            else:
+                mel = torch.nn.functional.pad(mel, (0, frames_per_seg - mel.size(2)), value=LOG_SILENCE)
+                audio = torch.nn.functional.pad(audio, (0, segment_size - audio.size(1)), "constant")
+        return mel, audio
 
     def __getitem__(self, index: int):
         filename = self.audio_files[index]
@@ -392,31 +435,18 @@ class MelDataset(torch.utils.data.Dataset):
         audio = torch.as_tensor(audio, dtype=torch.float32).unsqueeze(0)  # (1, T)
 
         if not self.fine_tuning:
+            segment_size = self.h.segment_size
             if self.split:
-                if audio.size(1) >= self.segment_size:
-                    audio_start = random.randint(0, audio.size(1) - self.segment_size)
-                    audio = audio[:, audio_start : audio_start + self.segment_size]
+                if audio.size(1) >= segment_size:
+                    audio_start = random.randint(0, audio.size(1) - segment_size)
+                    audio = audio[:, audio_start : audio_start + segment_size]
                 else:
-                    audio = torch.nn.functional.pad(audio, (0, self.segment_size - audio.size(1)), "constant")
-            mel = self._mel(audio, self.fmax)
+                    audio = torch.nn.functional.pad(audio, (0, segment_size - audio.size(1)), "constant")
+            mel = mel_from_config(audio, self.h)
         else:
-            name = os.path.splitext(os.path.basename(filename))[0]
-            mel_path = os.path.join(self.base_mels_path, name + ".npy")
-            mel = load_mel(mel_path, self.num_mels)
-            mel, audio = reconcile_mel_audio(mel, audio, self.hop_size, mel_path)
-            if self.split:
-                frames_per_seg = math.ceil(self.segment_size / self.hop_size)
-                if mel.size(2) >= frames_per_seg:
-                    # NOTE: the original draws from [0, frames - frames_per_seg - 1] and crashes
-                    # when a mel has exactly frames_per_seg frames; the last start is valid.
-                    mel_start = random.randint(0, mel.size(2) - frames_per_seg)
-                    mel = mel[:, :, mel_start : mel_start + frames_per_seg]
-                    audio = audio[:, mel_start * self.hop_size : (mel_start + frames_per_seg) * self.hop_size]
-                else:
-                    mel = torch.nn.functional.pad(mel, (0, frames_per_seg - mel.size(2)), value=LOG_SILENCE)
-                    audio = torch.nn.functional.pad(audio, (0, self.segment_size - audio.size(1)), "constant")
+            mel, audio = self._teacher_forced(filename, audio)
 
-        mel_loss = self._mel(audio, self.fmax_loss)
+        mel_loss = mel_from_config(audio, self.h, fmax_for_loss=True)
         return mel.squeeze(), audio.squeeze(0), filename, mel_loss.squeeze()
 
     def __len__(self) -> int:

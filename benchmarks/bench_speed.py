@@ -291,7 +291,7 @@ def bench_loader(a, theirs) -> None:
         with open(train_list) as f:
             files = [os.path.join(wavs, line.split("|")[0] + ".wav") for line in f if line.strip()]
         mel_args = (h.segment_size, h.n_fft, h.num_mels, h.hop_size, h.win_size, h.sampling_rate, h.fmin, h.fmax)
-        datasets = {"ours": MelDataset(files, *mel_args, n_cache_reuse=0, fmax_loss=h.fmax_for_loss)}
+        datasets = {"ours": MelDataset(files, h)}
         if theirs is not None:
             datasets["authors'"] = theirs.meldataset.MelDataset(
                 files, *mel_args, n_cache_reuse=0, fmax_loss=h.fmax_for_loss

@@ -1,4 +1,4 @@
-"""check_data.py: one fixture file per bad case, filelist problems, the CLI, and train.py refusing
+"""datacheck.py and check_data.py: one fixture file per bad case, filelist problems, the CLI, and train.py refusing
 bad data (all errors listed) or training on the good files with --skip_bad_files."""
 
 import json
@@ -12,8 +12,8 @@ from conftest import LJ_WAVS, harmonic, needs_ljspeech, tiny_config, write_wav
 
 import check_data
 import train
-from check_data import check_filelists, check_wav
-from meldataset import make_demo_dataset
+from datacheck import check_dataset, check_filelists, check_wav
+from meldataset import make_demo_dataset, read_filelist
 
 H = tiny_config(segment_size=1024)
 GOOD = [f"good{i}" for i in range(3)]
@@ -150,6 +150,21 @@ def test_too_few_usable_training_files(fixture_wavs, tmp_path):
     assert "3 training files but a batch of 4 per process" in few.message
     missing = check_filelists(str(tmp_path / "nope.txt"), va, fixture_wavs, H)
     assert [(p.code, p.severity) for p in missing] == [("missing", "error")]
+
+
+def test_check_dataset_on_filelists_read_once(fixture_wavs, tmp_path):
+    """train.py reads each filelist once: the check of those `Filelist`s is check_filelists', and an
+    unreadable filelist is one problem of its own, raised again only by `wav_paths`."""
+    tr, va = write_lists(tmp_path, ["good0|a", "", "stereo|b", "good1.wav|c"], ["good0|v"])
+    training, validation = read_filelist(tr, fixture_wavs), read_filelist(va, fixture_wavs)
+    problems = check_dataset(training, validation, H, batch_size=1)
+    assert problems == check_filelists(tr, va, fixture_wavs, H, batch_size=1)
+    assert [p.code for p in problems] == ["malformed", "blank_line", "overlap", "channels"]
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("good0|caf\xe9\n".encode("latin-1"))
+    problems = check_dataset(read_filelist(str(latin1), fixture_wavs), validation, H)
+    assert [(p.path, p.code, p.severity) for p in problems] == [(str(latin1), "malformed", "error")]
+    assert problems[0].message.startswith(f"{latin1}: not UTF-8 text (invalid continuation byte at byte 9)")
 
 
 def test_missing_mels_for_fine_tuning(fixture_wavs, tmp_path):

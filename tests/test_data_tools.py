@@ -46,7 +46,7 @@ def test_folder_split_is_seeded_disjoint_and_complete(wavs, tmp_path, capsys):
     assert ids(out3 / "validation.txt") != val  # another seed, another draw
     assert (out1 / "training.txt").read_text().splitlines()[0].count("|") == 2  # id|text|normalized
     # the trainer reads them back as existing wav paths
-    paths = read_filelist(str(out1 / "training.txt"), str(wavs))
+    paths = read_filelist(str(out1 / "training.txt"), str(wavs)).wav_paths()
     assert len(paths) == 16 and all(p.endswith(".wav") for p in paths)
 
 

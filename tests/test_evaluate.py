@@ -222,8 +222,7 @@ def test_validation_without_metrics_never_imports_them(tmp_path, monkeypatch, on
         monkeypatch.setitem(sys.modules, module, None)  # any import of them now raises ImportError
     h = tiny_config("v1", segment_size=2048)
     wav = write_wav(tmp_path / "v.wav", synth_speechlike(0.5, SR, np.random.default_rng(3)))
-    frontend = (h.segment_size, h.n_fft, h.num_mels, h.hop_size, h.win_size, h.sampling_rate, h.fmin, h.fmax)
-    validset = MelDataset([wav], *frontend, split=False, shuffle=False, n_cache_reuse=0, fmax_loss=h.fmax_for_loss)
+    validset = MelDataset([wav], h, split=False, shuffle=False)
     with SummaryWriter(str(tmp_path / "logs")) as sw:
         train.validate(Generator(h), DataLoader(validset, batch_size=1), h, torch.device("cpu"), sw, 1)
     tags = scalar_tags(tmp_path / "logs").Tags()["scalars"]

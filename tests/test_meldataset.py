@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import FIXTURES, LJ_WAVS, harmonic, needs_fixtures, needs_ljspeech, write_wav
+from conftest import FIXTURES, LJ_WAVS, config, harmonic, needs_fixtures, needs_ljspeech, write_wav
 
 import meldataset
 from meldataset import (
@@ -15,10 +15,12 @@ from meldataset import (
     MelDataset,
     MelError,
     load_wav,
+    mel_from_config,
     mel_spectrogram,
     normalize,
     read_filelist,
 )
+from utils import UserError
 
 MEL_ARGS = (1024, 80, 22050, 256, 1024, 0)
 
@@ -117,17 +119,29 @@ def test_normalize_equals_librosa_and_keeps_silence():
 
 def test_filelist(tmp_path):
     fl = tmp_path / "train.txt"
-    fl.write_text("a|text one\n\nb|text|norm\n")
-    assert read_filelist(str(fl), "wavs") == [os.path.join("wavs", "a.wav"), os.path.join("wavs", "b.wav")]
+    fl.write_text("a|text one\n\n b |text|norm\n")
+    filelist = read_filelist(str(fl), "wavs")
+    assert filelist.wav_paths() == [os.path.join("wavs", "a.wav"), os.path.join("wavs", "b.wav")]
+    assert [(e.line, e.uid) for e in filelist.entries] == [(1, "a"), (3, "b")] and filelist.blank_lines == [2]
+    assert read_filelist(str(fl), "wavs") == filelist and filelist.unreadable is None
+
+
+def test_unreadable_filelist_is_kept_and_raised_by_wav_paths(tmp_path):
+    missing = read_filelist(str(tmp_path / "nope.txt"), "wavs")
+    assert missing.entries == [] and missing.unreadable.missing
+    with pytest.raises(UserError, match=r"nope.txt: filelist not found; pass --input_training_file"):
+        missing.wav_paths()
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("caf\xe9|text\n".encode("latin-1"))
+    bad = read_filelist(str(latin1), "wavs")
+    assert not bad.unreadable.missing
+    with pytest.raises(UserError, match=r"latin1.txt: not UTF-8 text \(invalid continuation byte at byte 3\)"):
+        bad.wav_paths()
 
 
 def make_dataset(tmp_path, seconds=(1.0, 0.2), sr=22050, **kw):
     files = [write_wav(tmp_path / f"c{i}.wav", harmonic(s, sr=sr, seed=i), sr) for i, s in enumerate(seconds)]
-    args = dict(
-        segment_size=8192, n_fft=1024, num_mels=80, hop_size=256, win_size=1024, sampling_rate=22050, fmin=0, fmax=8000
-    )
-    args.update(kw)
-    return files, MelDataset(files, **args, n_cache_reuse=0, fmax_loss=None)
+    return files, MelDataset(files, config("v1", **kw))  # segment 8192, hop 256, fmax 8000, fmax_for_loss None
 
 
 def test_dataset_items(tmp_path):
@@ -135,6 +149,10 @@ def test_dataset_items(tmp_path):
     ds.audio_files = files  # fixed order for the test
     mel, audio, name, mel_loss = ds[0]
     assert mel.shape == (80, 32) and audio.shape == (8192,) and mel_loss.shape == (80, 32) and name == files[0]
+    # the frontend is the config's: mel with fmax, the loss mel with fmax_for_loss (None: full band)
+    torch.testing.assert_close(mel, mel_from_config(audio[None], ds.h)[0], rtol=0, atol=0)
+    torch.testing.assert_close(mel_loss, mel_from_config(audio[None], ds.h, fmax_for_loss=True)[0], rtol=0, atol=0)
+    assert not torch.equal(mel, mel_loss)
     # peak-normalized to 0.95 before cropping: the crop's peak is at most 0.95
     assert audio.abs().max() <= 0.95 + 1e-6
     # short clip zero-padded to segment_size
@@ -168,10 +186,7 @@ def fine_tuning_dataset(tmp_path, mel_frames_delta, seconds=1.0):
     elif mel_frames_delta < 0:
         mel = mel[:, :mel_frames_delta]
     np.save(tmp_path / "ft.npy", mel)
-    args = dict(
-        segment_size=8192, n_fft=1024, num_mels=80, hop_size=256, win_size=1024, sampling_rate=22050, fmin=0, fmax=8000
-    )
-    return MelDataset([wav], **args, n_cache_reuse=0, fine_tuning=True, base_mels_path=str(tmp_path)), frames
+    return MelDataset([wav], config("v1"), fine_tuning=True, base_mels_path=str(tmp_path)), frames
 
 
 @pytest.mark.parametrize("delta", [-2, -1, 0, 1, 2])
@@ -204,7 +219,9 @@ def test_fine_tuning_exactly_one_segment_of_frames(tmp_path):
 def test_fine_tuning_mel_shape_error(tmp_path):
     ds, _ = fine_tuning_dataset(tmp_path, 0)
     np.save(tmp_path / "ft.npy", np.zeros((3, 80, 10), np.float32))
-    with pytest.raises(MelError, match=r"ft.npy: mel of shape \(3, 80, 10\); expected \(80, T\), \(1, 80, T\) or \(T, 80\)$"):
+    with pytest.raises(
+        MelError, match=r"ft.npy: mel of shape \(3, 80, 10\); expected \(80, T\), \(1, 80, T\) or \(T, 80\)$"
+    ):
         ds[0]
 
 
