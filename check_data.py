@@ -12,9 +12,7 @@ problem is printed as one line naming the file and the fix (the checks are in da
 import argparse
 import sys
 
-# check_wav, usable_files: prepare_filelists.py and train.py import them from here until they
-# import datacheck (then they go)
-from datacheck import check_filelists, check_wav, format_problem, summary, usable_files  # noqa: F401
+from datacheck import check_filelists, format_problem, summary
 from utils import UserError, exit_with_user_error, load_config
 
 

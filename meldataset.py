@@ -218,15 +218,6 @@ def read_filelist(path: str, wavs_dir: str) -> Filelist:
     return Filelist(path, wavs_dir, entries, blank)
 
 
-def get_dataset_filelist(a) -> tuple[list[str], list[str]]:
-    """(training wav paths, validation wav paths) from the argparse namespace `a` (train.py's
-    second reading of the filelists: it goes when train.py keeps the `Filelist`s it checked)."""
-    return (
-        read_filelist(a.input_training_file, a.input_wavs_dir).wav_paths(),
-        read_filelist(a.input_validation_file, a.input_wavs_dir).wav_paths(),
-    )
-
-
 def notice(msg: str) -> None:
     """One-line notice to stderr (resampling, mixdown, transposed mel...)."""
     print(f"note: {msg}", file=sys.stderr)

@@ -6,8 +6,8 @@
 
 Entries are the lines of an LJSpeech-style `metadata.csv` (`id|text|normalized text`) whose
 `<id>.wav` exists, or else every `*.wav` of --wavs_dir (text then left empty: training reads only
-the id, see meldataset.read_filelist). Each wav is checked with check_data.check_wav when
-check_data.py is present (files with errors are left out and listed; warnings are listed only).
+the id, see meldataset.read_filelist). Each wav is checked with datacheck.check_wav when
+datacheck.py is present (files with errors are left out and listed; warnings are listed only).
 The validation set is drawn with a seeded random generator: the same input and seed give the
 same split; training and validation never share an id.
 """
@@ -79,14 +79,14 @@ def split(entries: list, count: int, seed: int) -> tuple[list, list]:
 
 
 def check_entries(entries: list, wavs_dir: str, h=None, notify=print) -> list:
-    """Entries whose wav exists and (with a config `h`, when check_data.py is present) has no
-    error-level problem from check_data.check_wav; every problem is reported through `notify`."""
+    """Entries whose wav exists and (with a config `h`, when datacheck.py is present) has no
+    error-level problem from datacheck.check_wav; every problem is reported through `notify`."""
     check_wav = None
     if h is not None:
         try:
-            from check_data import check_wav
+            from datacheck import check_wav
         except ImportError:
-            notify("notice: check_data.py not found; wavs are only checked for existence")
+            notify("notice: datacheck.py not found; wavs are only checked for existence")
     kept = []
     for entry in entries:
         path = os.path.join(wavs_dir, entry[0] + ".wav")

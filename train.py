@@ -34,7 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from env import build_env
-from meldataset import MelDataset, get_dataset_filelist, make_demo_dataset, mel_from_config
+from meldataset import MelDataset, make_demo_dataset, mel_from_config, read_filelist
 from training import GAN, Family, StepContext
 from utils import (
     CHECKPOINT_DIGITS,
@@ -316,18 +316,14 @@ def check_training_data(a, h, world_size: int, is_master: bool) -> None:
     `a.training_files` / `a.validation_files`. Under torchrun every rank runs the same check on
     the same files, so all ranks get the same lists.
     """
-    from check_data import check_filelists, format_problem, summary, usable_files
+    from datacheck import check_dataset, format_problem, summary, usable_files
 
     start = time.time()
+    training_list = read_filelist(a.input_training_file, a.input_wavs_dir)  # each filelist is read once
+    validation_list = read_filelist(a.input_validation_file, a.input_wavs_dir)
     mels_dir = a.input_mels_dir if a.fine_tuning else None
-    problems = check_filelists(
-        a.input_training_file,
-        a.input_validation_file,
-        a.input_wavs_dir,
-        h,
-        world_size=world_size,
-        mels_dir=mels_dir,
-        progress=is_master,
+    problems = check_dataset(
+        training_list, validation_list, h, world_size=world_size, mels_dir=mels_dir, progress=is_master
     )
     errors = [p for p in problems if p.severity == "error"]
     if is_master:
@@ -344,7 +340,7 @@ def check_training_data(a, h, world_size: int, is_master: bool) -> None:
         raise UserError(
             f"{len(errors)} data error(s), listed above; fix them, or pass --skip_bad_files to train on the other files"
         )
-    training, validation = get_dataset_filelist(a)
+    training, validation = training_list.wav_paths(), validation_list.wav_paths()  # raises for an unreadable list
     fixed = [p for p in errors if p.path not in set(training) | set(validation)]
     if fixed:
         raise UserError(f"{fixed[0].message} (--skip_bad_files cannot leave this out)")
@@ -369,19 +365,10 @@ def loader_workers(requested: int, is_master: bool) -> int:
 def build_loaders(a, h, batch_size: int, world_size: int, rank: int, is_master: bool, pin: bool):
     """(train sampler, train loader, validation loader or None) as the original builds them, over
     the checked file lists of check_training_data."""
-    training_filelist, validation_filelist = a.training_files, a.validation_files
-    mel_args = (h.segment_size, h.n_fft, h.num_mels, h.hop_size, h.win_size, h.sampling_rate, h.fmin, h.fmax)
+    fine_tuning = dict(fine_tuning=a.fine_tuning, base_mels_path=a.input_mels_dir)  # teacher-forced mels
     # NOTE: single-process training shuffles the file list once (seeded) and then iterates it
     # in that order every epoch, as the original (random crops still differ).
-    trainset = MelDataset(
-        training_filelist,
-        *mel_args,
-        n_cache_reuse=0,
-        shuffle=world_size == 1,
-        fmax_loss=h.fmax_for_loss,
-        fine_tuning=a.fine_tuning,
-        base_mels_path=a.input_mels_dir,
-    )
+    trainset = MelDataset(a.training_files, h, shuffle=world_size == 1, **fine_tuning)
     sampler = DistributedSampler(trainset, num_replicas=world_size, rank=rank) if world_size > 1 else None
     workers = loader_workers(h.num_workers, is_master)
     train_loader = DataLoader(
@@ -397,16 +384,7 @@ def build_loaders(a, h, batch_size: int, world_size: int, rank: int, is_master: 
     )
     validation_loader = None
     if is_master:
-        validset = MelDataset(
-            validation_filelist,
-            *mel_args,
-            split=False,
-            shuffle=False,
-            n_cache_reuse=0,
-            fmax_loss=h.fmax_for_loss,
-            fine_tuning=a.fine_tuning,
-            base_mels_path=a.input_mels_dir,
-        )
+        validset = MelDataset(a.validation_files, h, split=False, shuffle=False, **fine_tuning)
         validation_loader = DataLoader(
             validset, num_workers=min(1, workers), batch_size=1, pin_memory=pin, worker_init_fn=ignore_stop_signals
         )

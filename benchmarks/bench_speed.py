@@ -18,7 +18,6 @@ neutral edits for current librosa/torch: keyword arguments to `librosa.filters.m
 """
 
 import argparse
-import os
 import sys
 import tempfile
 
@@ -38,7 +37,7 @@ from common import (
 
 # the repository's modules: `common` put its root on sys.path
 import engine
-from meldataset import MelDataset, make_demo_dataset, mel_from_config, synth_speechlike
+from meldataset import MelDataset, make_demo_dataset, mel_from_config, read_filelist, synth_speechlike
 from models import Generator
 
 WEIGHT_G_SCALE = 1.5  # as the shared fixtures: non-trivial activations from a seeded init
@@ -288,8 +287,7 @@ def bench_loader(a, theirs) -> None:
     h = repo_config(a.versions[0])
     with tempfile.TemporaryDirectory() as tmp:
         wavs, train_list, _ = make_demo_dataset(tmp, h.sampling_rate, n_train=a.clips, n_val=1)
-        with open(train_list) as f:
-            files = [os.path.join(wavs, line.split("|")[0] + ".wav") for line in f if line.strip()]
+        files = read_filelist(train_list, wavs).wav_paths()
         mel_args = (h.segment_size, h.n_fft, h.num_mels, h.hop_size, h.win_size, h.sampling_rate, h.fmin, h.fmax)
         datasets = {"ours": MelDataset(files, h)}
         if theirs is not None:

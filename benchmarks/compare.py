@@ -26,6 +26,10 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from meldataset import read_filelist  # noqa: E402
+
 METRICS = "mel_l1,mrstft,pesq"
 COLUMNS = ("mel_l1", "mrstft", "pesq_wb")  # evaluate.py's CSV columns, in the table's order
 
@@ -71,12 +75,11 @@ def reference_folder(a) -> str:
     """<out>/reference: links to the validation filelist's wavs (evaluate.py scores a folder)."""
     folder = os.path.join(a.out, "reference")
     os.makedirs(folder, exist_ok=True)
-    with open(a.input_validation_file, encoding="utf-8") as f:
-        ids = [line.split("|")[0].strip() for line in f if line.strip()]
-    for clip in ids[: a.validation_clips or None]:
-        link = os.path.join(folder, f"{clip}.wav")
+    wavs = read_filelist(a.input_validation_file, a.input_wavs_dir).wav_paths()
+    for wav in wavs[: a.validation_clips or None]:
+        link = os.path.join(folder, os.path.basename(wav))
         if not os.path.exists(link):
-            os.symlink(os.path.abspath(os.path.join(a.input_wavs_dir, f"{clip}.wav")), link)
+            os.symlink(os.path.abspath(wav), link)
     return folder
 
 

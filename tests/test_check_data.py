@@ -3,7 +3,6 @@ bad data (all errors listed) or training on the good files with --skip_bad_files
 
 import json
 import os
-import shutil
 import struct
 
 import numpy as np
@@ -241,7 +240,6 @@ def test_skip_bad_files_trains_on_the_good_ones(fixture_wavs, tmp_path, capsys, 
     assert "--skip_bad_files: training on 3 of 10 training files and validating on 1 of 2" in out
     assert "Steps : 0," in out
     assert sorted(os.listdir(tmp_path / "cp")) == ["config.json", "do_00000000", "g_00000000", "logs"]
-    shutil.rmtree(tmp_path / "cp")  # the do_ file is about 0.85 GB
     # an error that leaving files out cannot fix still stops the run
     with pytest.raises(SystemExit):
         train.main(train_argv(tmp_path, fixture_wavs, ["good0", "missing", "stereo"], "--skip_bad_files"))

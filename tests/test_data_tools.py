@@ -12,7 +12,7 @@ import prepare_filelists
 from meldataset import read_filelist
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-HAS_CHECK_DATA = importlib.util.find_spec("check_data") is not None
+HAS_CHECK_DATA = importlib.util.find_spec("datacheck") is not None
 
 
 @pytest.fixture

@@ -186,7 +186,9 @@ def test_broken_newest_checkpoint_falls_back_to_older(tmp_path, capsys):
     (cp / "g_00000001").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match=r"cp: none of its 3 checkpoint pair\(s\) loads"):
         train.load_newest(str(cp), train.GAN, {**models, **optims}, "cpu", True)
-    assert train.load_newest(str(tmp_path), train.GAN, {**models, **optims}, "cpu", True) is None  # no checkpoints: start
+    assert (
+        train.load_newest(str(tmp_path), train.GAN, {**models, **optims}, "cpu", True) is None
+    )  # no checkpoints: start
 
 
 def test_failed_checkpoint_write_keeps_previous_pair(tmp_path, monkeypatch):
