@@ -111,11 +111,14 @@ def test_learning_mel_error_falls(tmp_path):
     assert values[1] < 0.6 * values[0], values
 
 
-def test_bf16_autocast_step_on_cpu(tmp_path):
-    cp = run_train(tmp_path, "--amp", "bf16", steps=1)
+@pytest.mark.parametrize("variant", [None, "configs/baselines/config_melgan.json"])
+def test_bf16_autocast_step_on_cpu(tmp_path, variant):
+    config = variant_config(tmp_path, variant) if variant else None
+    cp = run_train(tmp_path, "--amp", "bf16", config=config, steps=1)
     acc = scalar_tags(cp / "logs")
     assert np.isfinite(acc.Scalars("training/gen_loss_total")[0].value)
-    assert load_checkpoint(str(cp / "g_00000000"))["generator"]["conv_pre.weight_v"].dtype == torch.float32
+    weights = load_checkpoint(str(cp / "g_00000000"))["generator"]
+    assert all(w.dtype == torch.float32 for w in weights.values())  # AMP keeps the saved weights fp32
 
 
 def test_fp16_on_cpu_is_a_clear_error(tmp_path, capsys):
@@ -172,7 +175,8 @@ def assert_rank0_alone_wrote(r, cp, steps=2):
     assert len(os.listdir(cp / "logs")) == 1  # one event file: rank 0's
     do = load_checkpoint(str(cp / f"do_{last}"))
     assert do["steps"] == steps - 1
-    assert not any(k.startswith("module.") for k in do["mpd"])  # DDP unwrapped before saving
+    for name in {"mpd", "msd"} & set(do):
+        assert not any(k.startswith("module.") for k in do[name])  # DDP unwrapped before saving
 
 
 def test_ddp_torchrun_two_processes_gloo(tmp_path):
@@ -212,7 +216,10 @@ def test_ddp_mp_spawn_two_processes_gloo(tmp_path):
         return [sys.executable, str(script)]
 
     dist_config = {"dist_backend": "nccl", "dist_url": f"tcp://127.0.0.1:{port}", "world_size": 1}
-    r = ddp_run(tmp_path, launcher, "--device", "cpu", dist_config=dist_config)
+    # MelGAN's recipe here (HiFi-GAN's runs under torchrun above): DDP over another family too
+    melgan = dict(model_family="melgan", use_mpd=False, msd_variant="melgan", adversarial_loss="hinge")
+    melgan.update(lambda_mel=0, lambda_fm=10, optimizer="adam", **TINY_MELGAN)
+    r = ddp_run(tmp_path, launcher, "--device", "cpu", dist_config=dist_config, **melgan)
     assert "Batch size per GPU : 2" in r.stdout, r.stderr[-3000:]  # the global batch of 4 split in 2
     assert_rank0_alone_wrote(r, tmp_path / "cp")
 
