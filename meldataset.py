@@ -235,15 +235,23 @@ def load_audio(
     resample_to_rate: bool = False,
     mixdown: bool = False,
     on_notice: Callable[[str], None] = notice,
+    dataset: bool = False,
 ) -> np.ndarray:
     """The one audio loader: any file soundfile reads -> mono (T,) float32 at `sampling_rate`
     (int16 / 32768 scale). Multi-channel audio is mixed down (`mixdown`) and another rate
     resampled (`resample_to_rate`), each with a one-line notice; otherwise either is an
-    `AudioError`, as are missing, unreadable, empty and non-finite files."""
+    `AudioError`, as are missing, unreadable, empty and non-finite files. `dataset`: a training
+    clip (`MelDataset`), whose errors name the dataset as the thing to fix."""
     audio, sr = load_wav(path)
+    if sr != sampling_rate and dataset:
+        raise AudioError(
+            f"{path}: sampling rate {sr} Hz, the config expects {sampling_rate} Hz; "
+            "resample the dataset (e.g. sox in.wav -r 22050 out.wav) or change sampling_rate"
+        )
     if audio.ndim == 2:
         if not mixdown:
-            raise AudioError(f"{path}: {audio.shape[1]} channels; evaluate mono files")
+            fix = "convert the dataset to mono" if dataset else "evaluate mono files"
+            raise AudioError(f"{path}: {audio.shape[1]} channels; {fix}")
         on_notice(f"{path}: {audio.shape[1]} channels mixed down to mono")
         audio = audio.mean(axis=1)
     if audio.size == 0:
@@ -379,14 +387,7 @@ class MelDataset(torch.utils.data.Dataset):
         self.base_mels_path = base_mels_path
 
     def _load(self, filename: str) -> np.ndarray:
-        audio, sampling_rate = load_wav(filename)
-        if sampling_rate != self.h.sampling_rate:
-            raise AudioError(
-                f"{filename}: sampling rate {sampling_rate} Hz, the config expects {self.h.sampling_rate} Hz; "
-                "resample the dataset (e.g. sox in.wav -r 22050 out.wav) or change sampling_rate"
-            )
-        if audio.ndim != 1:
-            raise AudioError(f"{filename}: {audio.shape[1]} channels; convert the dataset to mono")
+        audio = load_audio(filename, self.h.sampling_rate, dataset=True)
         if not self.fine_tuning:
             # float64 as the original (int16 / 32768.0 is float64 in numpy), then float32
             audio = (normalize(audio.astype(np.float64)) * NORMALIZE_PEAK).astype(np.float32)
