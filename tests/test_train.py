@@ -285,3 +285,6 @@ def test_resuming_into_another_variant_is_one_clear_error(tmp_path, capsys, one_
     with pytest.raises(SystemExit):
         run_train(tmp_path, config=str(tmp_path / "no_msd.json"), steps=2)
     assert f"{cp}/do_00000000: holds 'msd', which this config does not train" in capsys.readouterr().out
+    run_train(tmp_path, config=no_mpd, steps=2)  # its own config resumes it
+    assert f"Resuming from {cp}/g_00000000 and {cp}/do_00000000 (step 0, epoch 0)" in capsys.readouterr().out
+    assert set(load_checkpoint(str(cp / "do_00000001"))) == {"msd", "optim_g", "optim_d", "steps", "epoch"}
