@@ -286,11 +286,10 @@ def band_fit(mel: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
     return (float(np.median(rs)), float(np.sqrt(np.mean(squares)))) if rs else (0.0, float("inf"))
 
 
-def fit_findings(mel: np.ndarray, audio: np.ndarray, h, stats: list[Finding]) -> list[Finding]:
-    """Compare with this frontend's mel of the wav: the affine map between them names the log
-    base / dB scale / normalization and level; a much better fit with another common fmax is
-    reported as an fmax mismatch."""
-    ref = reference_mel(audio, h)
+def best_fit(mel: np.ndarray, audio: np.ndarray, h, ref: np.ndarray):
+    """The affine fit of `mel` to this frontend's mel `ref` of the wav, also trying the log of a
+    linear mel and the other common fmax values. Returns ((a, b, r, rmse, offset), linear,
+    findings): an fmax finding when another fmax fits far better."""
     a, b, r, rmse, offset = affine_fit(mel, ref)
     linear = False
     if r < FIT_MIN_CORRELATION and mel.min() >= 0:  # maybe no log at all
@@ -317,6 +316,37 @@ def fit_findings(mel: np.ndarray, audio: np.ndarray, h, stats: list[Finding]) ->
                 f"config's fmax={h.fmax}; recompute the mels with fmax={h.fmax} (or use a model trained with that fmax)",
             )
         )
+    return (a, b, r, rmse, offset), linear, found
+
+
+def ln_level_findings(offset: float) -> list[Finding]:
+    """A natural-log mel's level against the wav's: int16-scale audio, or another gain."""
+    if abs(offset - INT16_OFFSET) < LEVEL_TOLERANCE:
+        return [
+            Finding(
+                "level",
+                "error",
+                f"natural-log mel {offset:.2f} too high: the audio was on the int16 scale; divide it by 32768 first",
+            )
+        ]
+    if abs(offset) > LEVEL_TOLERANCE:
+        return [
+            Finding(
+                "level",
+                "warning",
+                f"natural-log mel offset by {offset:+.2f} (audio gain x{math.exp(offset):.3g} against the wav); fine if "
+                "intended (e.g. peak normalization), otherwise check the audio scaling",
+            )
+        ]
+    return []
+
+
+def fit_findings(mel: np.ndarray, audio: np.ndarray, h, stats: list[Finding]) -> list[Finding]:
+    """Compare with this frontend's mel of the wav: the affine map between them names the log
+    base / dB scale / normalization and level; a much better fit with another common fmax is
+    reported as an fmax mismatch."""
+    ref = reference_mel(audio, h)
+    (a, b, r, rmse, offset), linear, found = best_fit(mel, audio, h, ref)
     stats_kind = {f.code for f in stats} & {"standardized", "symmetric4", "range01"}
     band_r, band_rmse = band_fit(mel, ref)
     global_poor = r < FIT_MIN_CORRELATION or (rmse > PER_BAND_MIN_RMSE and band_rmse < PER_BAND_IMPROVEMENT * rmse)
@@ -361,24 +391,7 @@ def fit_findings(mel: np.ndarray, audio: np.ndarray, h, stats: list[Finding]) ->
         }[code]
         return found + [Finding(code, "error", f"values are {named}: {mapping} (exact only above the clip floor)")]
     if scale == "ln":
-        if abs(offset - INT16_OFFSET) < LEVEL_TOLERANCE:
-            found.append(
-                Finding(
-                    "level",
-                    "error",
-                    f"natural-log mel {offset:.2f} too high: the audio was on the int16 scale; divide it by 32768 first",
-                )
-            )
-        elif abs(offset) > LEVEL_TOLERANCE:
-            found.append(
-                Finding(
-                    "level",
-                    "warning",
-                    f"natural-log mel offset by {offset:+.2f} (audio gain x{math.exp(offset):.3g} against the wav); fine if "
-                    "intended (e.g. peak normalization), otherwise check the audio scaling",
-                )
-            )
-        return found + [f for f in stats if f.code == "floor"]
+        return found + ln_level_findings(offset) + [f for f in stats if f.code == "floor"]
     names = {
         "log10": "log10 of the mel magnitude",
         "ln_power": "natural log of the mel power",
