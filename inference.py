@@ -4,15 +4,22 @@
 
 Each audio file of `--input_wavs_dir` (any format soundfile reads; other rates are resampled and
 several channels mixed down, each with a notice) becomes `<output_dir>/<name>_generated.wav`.
-The command line is `synthesis_files.run` (shared with inference_e2e.py); the Python API is in
-synthesis.py (load_generator, vocode, vocode_batch, generate_stream).
+The work after parsing is `synthesis_files.run` (shared with inference_e2e.py); the Python API is
+in synthesis.py (load_generator, vocode, vocode_batch, generate_stream).
 """
 
-from synthesis_files import run
+import argparse
+
+from synthesis_files import SHARED_OPTIONS, run
 
 
 def main(argv: list[str] | None = None) -> None:
-    run(argv, "wav")
+    p = argparse.ArgumentParser(description="Vocode audio files (copy-synthesis) with a HiFi-GAN generator.")
+    p.add_argument("--input_wavs_dir", default="test_files", help="folder of audio files (any format soundfile reads)")
+    p.add_argument("--output_dir", default="generated_files", help="where <name>_generated.wav are written")
+    for flag, options in SHARED_OPTIONS:
+        p.add_argument(flag, **options)
+    run(p.parse_args(argv), "wav")
 
 
 if __name__ == "__main__":

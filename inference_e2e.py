@@ -3,15 +3,24 @@
     python inference_e2e.py --checkpoint_file cp_hifigan/g_02500000 [--input_mels_dir test_mel_files]
 
 Each `<input_mels_dir>/<name>.npy` (natural-log mel, (num_mels, T), (1, num_mels, T) or
-(T, num_mels)) becomes `<output_dir>/<name>_generated_e2e.wav`. The command line is
+(T, num_mels)) becomes `<output_dir>/<name>_generated_e2e.wav`. The work after parsing is
 `synthesis_files.run` (shared with inference.py).
 """
 
-from synthesis_files import run
+import argparse
+
+from synthesis_files import SHARED_OPTIONS, run
 
 
 def main(argv: list[str] | None = None) -> None:
-    run(argv, "mel")
+    p = argparse.ArgumentParser(description="Vocode .npy mel-spectrograms (e.g. from a TTS model) with HiFi-GAN.")
+    p.add_argument("--input_mels_dir", default="test_mel_files", help="folder of .npy mels (num_mels, T)")
+    p.add_argument(
+        "--output_dir", default="generated_files_from_mel", help="where <name>_generated_e2e.wav are written"
+    )
+    for flag, options in SHARED_OPTIONS:
+        p.add_argument(flag, **options)
+    run(p.parse_args(argv), "mel")
 
 
 if __name__ == "__main__":

@@ -1,17 +1,17 @@
-"""Folders of files through the synthesis API, and the command line of inference.py (wav files,
-copy-synthesis) and inference_e2e.py (`.npy` mels from a TTS model).
+"""Folders of files through the synthesis API, and the work of inference.py (wav files,
+copy-synthesis) and inference_e2e.py (`.npy` mels from a TTS model) once they parsed their options.
 
 - `vocode_files(generator, h, paths, output_dir)` vocodes a list of audio or `.npy` mel files into
   `<output_dir>/<name><suffix>.wav`: sorted by length, batched, long inputs in chunks, optionally
   in several CPU processes; one error line per bad file, the others still written.
-- `run(argv, kind)`: the whole command line of both scripts (`kind` "wav" or "mel").
+- `SHARED_OPTIONS`: the options both scripts add to their parser; `run(a, kind)`: what they do with
+  the parsed options (`kind` "wav" or "mel").
 
 The path of one file: run -> vocode_files -> synthesis.vocode_batch -> generator. Each input's
 header is read once (its length, for sorting and --workers), its mel layout normalised once (when
 it is loaded) and chunking decided once (in vocode_batch).
 """
 
-import argparse
 import os
 import sys
 import time
@@ -268,44 +268,36 @@ def summary_line(result: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Command line of inference.py (kind "wav") and inference_e2e.py (kind "mel")
+# The commands inference.py (kind "wav") and inference_e2e.py (kind "mel"), after parsing
 # ---------------------------------------------------------------------------------------------
 
 
-def build_parser(kind: str) -> argparse.ArgumentParser:
-    """Arguments of `inference.py` (`kind="wav"`) or `inference_e2e.py` (`kind="mel"`)."""
-    if kind == "wav":
-        p = argparse.ArgumentParser(description="Vocode audio files (copy-synthesis) with a HiFi-GAN generator.")
-        p.add_argument(
-            "--input_wavs_dir", default="test_files", help="folder of audio files (any format soundfile reads)"
-        )
-        p.add_argument("--output_dir", default="generated_files", help="where <name>_generated.wav are written")
-    else:
-        p = argparse.ArgumentParser(description="Vocode .npy mel-spectrograms (e.g. from a TTS model) with HiFi-GAN.")
-        p.add_argument("--input_mels_dir", default="test_mel_files", help="folder of .npy mels (num_mels, T)")
-        p.add_argument(
-            "--output_dir", default="generated_files_from_mel", help="where <name>_generated_e2e.wav are written"
-        )
-    p.add_argument("--checkpoint_file", required=True, help="generator checkpoint g_XXXXXXXX")
-    p.add_argument("--config", default=None, help="config JSON (default: config.json beside the checkpoint)")
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
-    p.add_argument("--batch_size", type=int, default=1, help="files per generator call (padding is masked)")
-    p.add_argument(
+# Options of both commands: (flag, argparse keywords); each script adds its input folder first.
+SHARED_OPTIONS = (
+    ("--checkpoint_file", dict(required=True, help="generator checkpoint g_XXXXXXXX")),
+    ("--config", dict(default=None, help="config JSON (default: config.json beside the checkpoint)")),
+    ("--device", dict(default=None, help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")),
+    ("--batch_size", dict(type=int, default=1, help="files per generator call (padding is masked)")),
+    (
         "--chunk_frames",
-        type=int,
-        default=DEFAULT_CHUNK_FRAMES,
-        help="mel frames per generator call for long inputs (bounded memory, same output); 0 = never chunk",
-    )
-    p.add_argument("--num_threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
-    p.add_argument(
+        dict(
+            type=int,
+            default=DEFAULT_CHUNK_FRAMES,
+            help="mel frames per generator call for long inputs (bounded memory, same output); 0 = never chunk",
+        ),
+    ),
+    ("--num_threads", dict(type=int, default=None, help="CPU threads for torch (default: torch's choice)")),
+    (
         "--workers",
-        type=int,
-        default=0,
-        help="CPU only: vocode batches in this many processes, each with num_threads / workers threads; "
-        "0 (default) = one per thread when there is a minute of audio or more, else 1",
-    )
-    p.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
-    return p
+        dict(
+            type=int,
+            default=0,
+            help="CPU only: vocode batches in this many processes, each with num_threads / workers threads; "
+            "0 (default) = one per thread when there is a minute of audio or more, else 1",
+        ),
+    ),
+    ("--debug", dict(action="store_true", help="show full tracebacks instead of one-line errors")),
+)
 
 
 def _check_arguments(a) -> None:
@@ -317,12 +309,12 @@ def _check_arguments(a) -> None:
         raise UserError(f"--workers {a.workers}; use 0 (automatic) or more")
 
 
-def run(argv: list[str] | None, kind: str) -> None:
-    """The command line of inference.py (`kind="wav"`) and inference_e2e.py (`kind="mel"`): parse
-    `argv` and vocode the input folder. Returns when every file was written; exits with status 1
-    when some files failed (one error line each) and 2 on a fatal user error (bad checkpoint,
-    config, folder or arguments: its one line, or the traceback with --debug)."""
-    a = build_parser(kind).parse_args(argv)
+def run(a, kind: str) -> None:
+    """The work of inference.py (`kind="wav"`) and inference_e2e.py (`kind="mel"`) once they have
+    parsed their options `a` (`SHARED_OPTIONS` plus the input folder and --output_dir): vocode the
+    input folder. Returns when every file was written; exits with status 1 when some files failed
+    (one error line each) and 2 on a fatal user error (bad checkpoint, config, folder or arguments:
+    its one line, or the traceback with --debug)."""
     try:
         _check_arguments(a)
         if a.num_threads:
