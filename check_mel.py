@@ -157,27 +157,7 @@ def value_findings(mel: np.ndarray) -> list[Finding]:
     desc = f"min {lo:.3g}, max {hi:.3g}, mean {mean:.3g}, std {std:.3g}"
     guess = " (judged from the values; pass --wavs_dir to confirm)"
     if lo >= 0:
-        if np.median(v) < 0.2 * hi:
-            return [
-                Finding(
-                    "linear",
-                    "error",
-                    f"values are all >= 0 and skewed ({desc}): a linear magnitude (or power) mel without log"
-                    f"{guess}; use np.log(np.maximum(mel, 1e-5)) (for power: 0.5 * np.log(np.maximum(mel, 1e-10)))",
-                )
-            ]
-        if hi <= 1.0 + 1e-4:
-            return [
-                Finding(
-                    "range01",
-                    "error",
-                    f"values lie in [0, 1] ({desc}): normalized (e.g. Tacotron's (dB - min_level_db) / "
-                    f"-min_level_db){guess}; undo your system's normalization to dB, then natural log = dB / 8.686",
-                )
-            ]
-        if hi > LN_MAX_PLAUSIBLE:
-            return [level_finding(hi)]
-        return [Finding("mismatch", "error", f"values are all positive ({desc}); natural-log mels are mostly negative")]
+        return nonnegative_findings(v, hi, desc, guess)
     if lo < -30 or hi > 20 or hi - lo > 28:
         ref_max = " with ref=max (each clip's peak is 0 dB, the absolute level is lost)" if abs(hi) < 1e-3 else ""
         return [
@@ -217,6 +197,38 @@ def value_findings(mel: np.ndarray) -> list[Finding]:
                 "multiply by ln(10) = 2.3026",
             )
         ]
+    return ln_findings(lo, hi, floor)
+
+
+def nonnegative_findings(v: np.ndarray, hi: float, desc: str, guess: str) -> list[Finding]:
+    """`value_findings` for values that are all >= 0 (maximum `hi`): a linear mel, a [0, 1]
+    normalization, or something too high to be a natural-log mel."""
+    if np.median(v) < 0.2 * hi:
+        return [
+            Finding(
+                "linear",
+                "error",
+                f"values are all >= 0 and skewed ({desc}): a linear magnitude (or power) mel without log"
+                f"{guess}; use np.log(np.maximum(mel, 1e-5)) (for power: 0.5 * np.log(np.maximum(mel, 1e-10)))",
+            )
+        ]
+    if hi <= 1.0 + 1e-4:
+        return [
+            Finding(
+                "range01",
+                "error",
+                f"values lie in [0, 1] ({desc}): normalized (e.g. Tacotron's (dB - min_level_db) / "
+                f"-min_level_db){guess}; undo your system's normalization to dB, then natural log = dB / 8.686",
+            )
+        ]
+    if hi > LN_MAX_PLAUSIBLE:
+        return [level_finding(hi)]
+    return [Finding("mismatch", "error", f"values are all positive ({desc}); natural-log mels are mostly negative")]
+
+
+def ln_findings(lo: float, hi: float, floor: float | None) -> list[Finding]:
+    """`value_findings` for values that look like natural-log mels: a floor below ln(1e-5) or a
+    level too high."""
     found = []
     if lo < LOG_SILENCE - 0.01:
         # a clamp at another floor, or far below it, is a different frontend; a predicted (TTS) mel
