@@ -105,11 +105,15 @@ def setup_distributed(local_rank: int, world_size: int, rank: int, a, h) -> torc
     return device
 
 
-def family_of(h) -> Family:
-    """The recipe that trains the config's `model_family` (default "hifigan")."""
+def family_of(h, source: str = "config") -> Family:
+    """The recipe that trains the config's `model_family` (default "hifigan"), its keys checked
+    (`ConfigError` naming `source`)."""
     name = h.get("model_family", "hifigan")
     if name not in FAMILIES:
-        raise ConfigError(f"model_family {name!r} is not trained by train.py; use one of {', '.join(sorted(FAMILIES))}")
+        raise ConfigError(
+            f"{source}: model_family {name!r} is not trained by train.py; use one of {', '.join(sorted(FAMILIES))}"
+        )
+    FAMILIES[name].check_config(h, source)
     return FAMILIES[name]
 
 
@@ -629,6 +633,7 @@ def main(argv=None) -> None:
         if not a.config:
             raise UserError("no config given; pass --config config_v1.json (or config_v2.json, config_v3.json)")
         h = load_config(a.config)
+        family_of(h, a.config)  # before any work: the recipe can train this config
         if a.device is None:
             a.device = default_device()
         if a.device == "cuda" and not torch.cuda.is_available():

@@ -27,6 +27,7 @@ from models import (
     feature_loss,
 )
 from synthesis import build_generator
+from utils import ConfigError
 
 MEL_LOSS_WEIGHT = 45  # lambda_mel, eq. 7
 FEATURE_LOSS_WEIGHT = 2  # lambda_fm, eq. 7 (the authors' feature_loss multiplies by it inside)
@@ -64,6 +65,7 @@ class Family(NamedTuple):
       holds `steps` and `epoch` and marks a complete checkpoint
     - synthesize(models) -> the module that maps a mel (B, M, F) to audio (B, 1, T) (validation)
     - stdout_terms: ((label, term name), ...) of the stdout line
+    - check_config(h, source): `ConfigError` for a config key the recipe cannot train
     """
 
     build_models: Callable
@@ -73,6 +75,7 @@ class Family(NamedTuple):
     checkpoint_layout: tuple
     synthesize: Callable
     stdout_terms: tuple
+    check_config: Callable
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
@@ -146,17 +149,39 @@ OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}  # the confi
 DISCRIMINATORS = ("mpd", "msd")  # model names, in the order the step runs them
 
 
+# The GAN recipe's optional config keys; absent, they give HiFi-GAN as the paper trains it.
+RECIPE_DEFAULTS = {
+    "use_mpd": True,
+    "use_msd": True,
+    "msd_variant": "hifigan",
+    "adversarial_loss": "lsgan",
+    "lambda_mel": MEL_LOSS_WEIGHT,
+    "lambda_fm": FEATURE_LOSS_WEIGHT,
+    "optimizer": "adamw",
+}
+RECIPE_CHOICES = {"msd_variant": MSD_VARIANTS, "adversarial_loss": ADVERSARIAL_LOSSES, "optimizer": OPTIMIZERS}
+
+
 def recipe(h) -> dict:
-    """The GAN recipe's optional config keys, absent values giving HiFi-GAN as the paper trains it."""
-    return {
-        "use_mpd": h.get("use_mpd", True),
-        "use_msd": h.get("use_msd", True),
-        "msd_variant": h.get("msd_variant", "hifigan"),
-        "adversarial_loss": h.get("adversarial_loss", "lsgan"),
-        "lambda_mel": h.get("lambda_mel", MEL_LOSS_WEIGHT),
-        "lambda_fm": h.get("lambda_fm", FEATURE_LOSS_WEIGHT),
-        "optimizer": h.get("optimizer", "adamw"),
-    }
+    """The GAN recipe's keys of `h`, defaults filled in (`RECIPE_DEFAULTS`)."""
+    return {key: h.get(key, default) for key, default in RECIPE_DEFAULTS.items()}
+
+
+def check_recipe(h, source: str) -> None:
+    """`ConfigError` (one line: file, key, fix) for a recipe key the GAN recipe cannot train."""
+    r = recipe(h)
+    for key in ("use_mpd", "use_msd"):
+        if not isinstance(r[key], bool):
+            raise ConfigError(f"{source}: {key} must be true or false, got {r[key]!r}")
+    if not (r["use_mpd"] or r["use_msd"]):
+        raise ConfigError(f"{source}: use_mpd and use_msd are both false; a GAN needs at least one discriminator")
+    for key, allowed in RECIPE_CHOICES.items():
+        if not isinstance(r[key], str) or r[key] not in allowed:
+            raise ConfigError(f"{source}: {key} is {r[key]!r}; use one of {', '.join(allowed)}")
+    for key in ("lambda_mel", "lambda_fm"):
+        value = r[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise ConfigError(f"{source}: {key} must be a number >= 0 (0 removes the term), got {value!r}")
 
 
 def build_gan(h, device: torch.device) -> dict:
@@ -242,4 +267,5 @@ GAN = Family(
     checkpoint_layout=(("g_", ("generator",)), ("do_", ("mpd", "msd", "optim_g", "optim_d"))),
     synthesize=lambda models: models["generator"],
     stdout_terms=(("Gen Loss Total", "gen_loss_total"), ("Mel-Spec. Error", "mel_spec_error")),
+    check_config=check_recipe,
 )

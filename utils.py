@@ -143,31 +143,6 @@ def validate_config(h: dict, source: str = "config") -> None:
         if not isinstance(h[key], int) or h[key] <= 0:
             fail(f"{key} must be a positive integer, got {h[key]!r}")
     validate_discriminator_keys(h, fail)
-    validate_recipe_keys(h, fail)
-
-
-def validate_recipe_keys(h: dict, fail) -> None:
-    """The GAN recipe's optional keys (training.recipe; absent: HiFi-GAN as the paper trains it),
-    one `fail` line each."""
-    for key in ("use_mpd", "use_msd"):
-        if not isinstance(h.get(key, True), bool):
-            fail(f"{key} must be true or false, got {h[key]!r}")
-    if h.get("model_family", "hifigan") in ("hifigan", "melgan") and not (
-        h.get("use_mpd", True) or h.get("use_msd", True)
-    ):
-        fail("use_mpd and use_msd are both false; a GAN needs at least one discriminator")
-    choices = {
-        "msd_variant": ("hifigan", "melgan"),
-        "adversarial_loss": ("lsgan", "hinge"),
-        "optimizer": ("adamw", "adam"),
-    }
-    for key, allowed in choices.items():
-        if key in h and h[key] not in allowed:
-            fail(f"{key} is {h[key]!r}; use one of {', '.join(allowed)}")
-    for key in ("lambda_mel", "lambda_fm"):
-        value = h.get(key, 0)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            fail(f"{key} must be a number >= 0 (0 removes the term), got {h[key]!r}")
 
 
 MSD_MAX_GROUPS = 16  # the MSD's grouped convs use up to 16 groups (models.MSD_LAYERS)

@@ -36,6 +36,8 @@ def config(version: str = "v1", **overrides):
 # Narrow MPD/MSD (the paper's periods, layers and state-dict keys): training tests write checkpoints
 # of about 1 MB instead of 0.85 GB.
 TINY_DISCRIMINATORS = dict(mpd_channels=[4, 8, 16, 16, 16], msd_channels=[16, 16, 16, 32, 32, 32, 32])
+# A small MelGAN generator and discriminator (the authors' layer types and keys) for training tests.
+TINY_MELGAN = dict(melgan_ngf=4, melgan_ndf=4, melgan_n_layers_D=2, melgan_downsamp_factor=2)
 
 
 def tiny_config(version: str = "v1", **overrides):

@@ -14,6 +14,7 @@ from conftest import (
     FIXTURES,
     REPO,
     TINY_DISCRIMINATORS,
+    TINY_MELGAN,
     harmonic,
     largest_file,
     needs_fixtures,
@@ -233,7 +234,6 @@ VARIANTS = {  # config file -> the discriminators its checkpoints hold
     "configs/baselines/config_melgan.json": ("msd",),
     "configs/baselines/config_melgan_mpd.json": ("mpd", "msd"),
 }
-TINY_MELGAN = dict(melgan_ngf=4, melgan_ndf=4, melgan_n_layers_D=2, melgan_downsamp_factor=2)
 
 
 def variant_config(folder, path: str) -> str:

@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO, TINY_DISCRIMINATORS, baseline_config, tiny_config
+from conftest import REPO, TINY_DISCRIMINATORS, TINY_MELGAN, baseline_config, tiny_config
 
 import training
 from baselines.melgan import (
@@ -24,7 +24,6 @@ from models import Generator, MultiPeriodDiscriminator, discriminator_loss, feat
 
 ABLATIONS = os.path.join(REPO, "configs", "ablations")
 SEGMENT = 4096
-TINY_MELGAN = dict(melgan_ngf=4, melgan_ndf=4, melgan_n_layers_D=2, melgan_downsamp_factor=2, batch_size=2)
 
 
 def batch(h, seed: int = 0):
@@ -162,7 +161,7 @@ def test_lambda_fm_scales_only_the_feature_matching_terms(one_thread):
 
 @pytest.mark.parametrize("name", ["melgan", "melgan_mpd"])
 def test_melgan_recipe_modules_losses_and_optimizer(name, one_thread):
-    h = baseline_config(name, **TINY_MELGAN, **TINY_DISCRIMINATORS)
+    h = baseline_config(name, **TINY_MELGAN, **TINY_DISCRIMINATORS, batch_size=2)
     models, opts = build(h)
     assert isinstance(models["generator"], MelGANGenerator) and isinstance(models["msd"], MelGANDiscriminator)
     assert ("mpd" in models) == (name == "melgan_mpd")
@@ -198,9 +197,22 @@ def test_melgan_recipe_modules_losses_and_optimizer(name, one_thread):
     ],
 )
 def test_recipe_keys_are_validated(key, value, message):
-    from utils import ConfigError, validate_config
+    from utils import ConfigError
 
     with pytest.raises(ConfigError, match=f"^c.json: {re.escape(message)}$"):
-        validate_config({**tiny_config(), key: value}, "c.json")
+        training.GAN.check_config(AttrDict({**tiny_config(), key: value}), "c.json")
     with pytest.raises(ConfigError, match="use_mpd and use_msd are both false; a GAN needs at least one"):
-        validate_config({**tiny_config(), "use_mpd": False, "use_msd": False}, "c.json")
+        training.GAN.check_config(AttrDict({**tiny_config(), "use_mpd": False, "use_msd": False}), "c.json")
+
+
+def test_train_py_rejects_a_bad_recipe_key_before_any_work(tmp_path, capsys):
+    import train
+
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({**tiny_config(), "msd_variant": ["melgan"]}))
+    with pytest.raises(SystemExit) as e:
+        train.main(["--config", str(config), "--checkpoint_path", str(tmp_path / "cp")])
+    assert e.value.code == 2 and not (tmp_path / "cp").exists()
+    assert capsys.readouterr().err.strip() == (
+        f"error: {config}: msd_variant is ['melgan']; use one of hifigan, melgan"
+    )
