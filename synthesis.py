@@ -21,6 +21,7 @@ and the command line of inference.py / inference_e2e.py are in synthesis_files.p
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -34,8 +35,6 @@ from utils import CheckpointError, ConfigError, UserError, config_beside, defaul
 REPO = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CHUNK_FRAMES = 1024  # mel frames per generator call for long inputs (~12 s at hop 256)
 DISCRIMINATOR_KEYS = ("mpd", "msd", "optim_g", "optim_d")  # what a do_XXXXXXXX file holds
-# model_family -> generator class; one line per vocoder family
-GENERATORS = {"hifigan": Generator, "melgan": melgan.MelGANGenerator}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -43,15 +42,58 @@ GENERATORS = {"hifigan": Generator, "melgan": melgan.MelGANGenerator}
 # ---------------------------------------------------------------------------------------------
 
 
-def build_generator(h) -> torch.nn.Module:
-    """The (untrained) generator of `h`'s family: `h.get("model_family", "hifigan")`."""
+def hifigan_receptive_field_frames(h) -> int:
+    """One-sided receptive field of `models.Generator(h)` in mel frames (rounded up).
+
+    A mel frame further than this from an output sample's frame cannot change it, so chunks
+    vocoded with this much context on each side equal one-shot inference. Sum over layers of each
+    layer's one-sided reach, converted from its sample rate to frames.
+    """
+    reach = (PRE_POST_KERNEL - 1) / 2  # conv_pre, in frames
+    rate = 1  # samples per frame at the current layer's input
+    for u, k in zip(h.upsample_rates, h.upsample_kernel_sizes):
+        reach += -(-k // u) / rate  # transposed conv: ceil(k / u) input steps
+        rate *= u
+        mrf = 0
+        for kr, dils in zip(h.resblock_kernel_sizes, h.resblock_dilation_sizes):
+            half = (kr - 1) // 2
+            if str(h.resblock) == "1":
+                blk = sum(half * d + half for d in dils)  # conv(k, d) then conv(k, 1) per dilation
+            else:
+                blk = sum(half * d for d in dils)
+            mrf = max(mrf, blk)
+        reach += mrf / rate
+    reach += (PRE_POST_KERNEL - 1) / 2 / rate  # conv_post
+    return int(np.ceil(reach))
+
+
+class GeneratorFamily(NamedTuple):
+    """What synthesis needs of a vocoder family: its generator and its receptive field."""
+
+    build: Callable  # h -> generator module
+    receptive_field_frames: Callable  # h -> one-sided receptive field in mel frames
+
+
+# model_family -> its generator; one line per vocoder family
+GENERATORS = {
+    "hifigan": GeneratorFamily(Generator, hifigan_receptive_field_frames),
+    "melgan": GeneratorFamily(melgan.MelGANGenerator, melgan.receptive_field_frames),
+}
+
+
+def _family(h) -> GeneratorFamily:
     family = h.get("model_family", "hifigan")
     if family not in GENERATORS:
         raise ConfigError(
             f"model_family {family!r} has no generator in synthesis.GENERATORS ({', '.join(GENERATORS)}); "
             "fix the config or add the family's generator there"
         )
-    return GENERATORS[family](h)
+    return GENERATORS[family]
+
+
+def build_generator(h) -> torch.nn.Module:
+    """The (untrained) generator of `h`'s family: `h.get("model_family", "hifigan")`."""
+    return _family(h).build(h)
 
 
 def _weight(sd: dict, prefix: str) -> torch.Tensor | None:
@@ -185,30 +227,10 @@ def wav_to_mel(path: str, h, on_notice: Callable[[str], None] = notice) -> torch
 
 
 def receptive_field_frames(h) -> int:
-    """One-sided receptive field of the config's generator in mel frames (rounded up).
-
-    A mel frame further than this from an output sample's frame cannot change it, so chunks
-    vocoded with this much context on each side equal one-shot inference. Sum over layers of each
-    layer's one-sided reach, converted from its sample rate to frames.
-    """
-    if h.get("model_family", "hifigan") == "melgan":
-        return melgan.receptive_field_frames(h)
-    reach = (PRE_POST_KERNEL - 1) / 2  # conv_pre, in frames
-    rate = 1  # samples per frame at the current layer's input
-    for u, k in zip(h.upsample_rates, h.upsample_kernel_sizes):
-        reach += -(-k // u) / rate  # transposed conv: ceil(k / u) input steps
-        rate *= u
-        mrf = 0
-        for kr, dils in zip(h.resblock_kernel_sizes, h.resblock_dilation_sizes):
-            half = (kr - 1) // 2
-            if str(h.resblock) == "1":
-                blk = sum(half * d + half for d in dils)  # conv(k, d) then conv(k, 1) per dilation
-            else:
-                blk = sum(half * d for d in dils)
-            mrf = max(mrf, blk)
-        reach += mrf / rate
-    reach += (PRE_POST_KERNEL - 1) / 2 / rate  # conv_post
-    return int(np.ceil(reach))
+    """One-sided receptive field of the config's generator in mel frames (rounded up): a mel frame
+    further than this from an output sample's frame cannot change it, so chunks vocoded with this
+    much context on each side equal one-shot inference."""
+    return _family(h).receptive_field_frames(h)
 
 
 def _device_of(generator: torch.nn.Module) -> torch.device:
