@@ -467,9 +467,8 @@ def open_logs(a, is_master: bool):
     return SummaryWriter(os.path.join(a.checkpoint_path, "logs")), metric_names
 
 
-def save_and_validate(a, h, family, models, optimizers, steps, epoch, save: bool, logs, loader, device) -> None:
+def save_and_validate(a, h, family, models, optimizers, steps, epoch, save: bool, sw, metric_names, loader, device):
     """On the master: the checkpoint when `save`, validation every --validation_interval steps."""
-    sw, metric_names = logs
     if save:
         try:
             save_checkpoints(a.checkpoint_path, steps, epoch, family, {**models, **optimizers}, a.keep_checkpoints)
@@ -507,7 +506,7 @@ def train(local_rank: int, a, h, world_size: int, rank_offset: int = 0) -> None:
     sampler, train_loader, validation_loader = build_loaders(
         a, h, batch_size, world_size, rank, is_master, pin=device.type == "cuda"
     )
-    logs = open_logs(a, is_master)
+    sw, metric_names = open_logs(a, is_master)
     stop, nonfinite = StopRequest(), NonFiniteSteps()
     previous_handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     for model in models.values():
@@ -524,15 +523,17 @@ def train(local_rank: int, a, h, world_size: int, rank_offset: int = 0) -> None:
         for batch in progress(train_loader, epoch, is_master):
             start_b = time.time()
             terms, updates = family.train_step(models, optimizers, batch, h, ctx)
-            nonfinite.check(steps, updates, logs[0], a.checkpoint_path)
+            nonfinite.check(steps, updates, sw, a.checkpoint_path)
             if is_master:
                 lr = next(iter(optimizers.values())).param_groups[0]["lr"]
-                log_step(logs[0], steps, family, terms, lr, time.time() - start_b, nonfinite.total, a)
+                log_step(sw, steps, family, terms, lr, time.time() - start_b, nonfinite.total, a)
             last_step = a.training_steps is not None and steps + 1 >= a.training_steps
             done = agree_to_stop(stop, steps, world_size, device) or last_step
             save = done or (steps % a.checkpoint_interval == 0 and steps != 0)
             if is_master:
-                save_and_validate(a, h, family, models, optimizers, steps, epoch, save, logs, validation_loader, device)
+                save_and_validate(
+                    a, h, family, models, optimizers, steps, epoch, save, sw, metric_names, validation_loader, device
+                )
             if world_size > 1 and (save or steps % a.validation_interval == 0):
                 dist.barrier()  # the other ranks wait for rank 0's checkpoint write and validation
             steps += 1
@@ -549,7 +550,7 @@ def train(local_rank: int, a, h, world_size: int, rank_offset: int = 0) -> None:
     if is_master:
         if stop.signum is not None:
             print(f"Stopped by signal {signal.Signals(stop.signum).name} at step {steps - 1}; checkpoint written.")
-        logs[0].close()
+        sw.close()
     if world_size > 1:
         dist.destroy_process_group()
 
