@@ -30,7 +30,7 @@ import engine
 from baselines import melgan
 from meldataset import AudioError, load_audio, mel_from_config, mel_layout, notice
 from models import PRE_POST_KERNEL, Generator
-from utils import CheckpointError, ConfigError, UserError, config_beside, default_device, load_checkpoint, load_config
+from utils import CheckpointError, ConfigError, config_beside, load_checkpoint, load_config, resolve_device
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CHUNK_FRAMES = 1024  # mel frames per generator call for long inputs (~12 s at hop 256)
@@ -187,9 +187,7 @@ def load_generator(checkpoint_file: str, config_file: str | None = None, device:
     if config_file is None:
         config_file = config_beside(checkpoint_file)
     h = load_config(config_file)
-    device = device or default_device()
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda but no CUDA device is available; use --device cpu")
+    device = resolve_device(device)
     sd = generator_state_dict(load_checkpoint(checkpoint_file, "cpu"), checkpoint_file)
     generator = build_generator(h)
     _check_architecture(sd, h, checkpoint_file, config_file)

@@ -41,13 +41,13 @@ from utils import (
     CheckpointError,
     ConfigError,
     UserError,
-    default_device,
     exit_with_user_error,
     list_checkpoints,
     load_checkpoint,
     load_config,
     plot_spectrogram,
     remove_temp_files,
+    resolve_device,
     save_checkpoint,
     scan_checkpoint,
 )
@@ -635,10 +635,7 @@ def main(argv=None) -> None:
             raise UserError("no config given; pass --config config_v1.json (or config_v2.json, config_v3.json)")
         h = load_config(a.config)
         family_of(h, a.config)  # before any work: the recipe can train this config
-        if a.device is None:
-            a.device = default_device()
-        if a.device == "cuda" and not torch.cuda.is_available():
-            raise UserError("--device cuda but no CUDA device is available; use --device cpu")
+        a.device = resolve_device(a.device)
         if a.amp == "fp16" and a.device != "cuda":
             raise UserError("--amp fp16 needs CUDA; on CPU use --amp bf16 or --amp none")
         if a.demo:

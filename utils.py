@@ -184,6 +184,14 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def resolve_device(device: str | torch.device | None) -> str | torch.device:
+    """A script's --device: `default_device()` when None; `UserError` for CUDA on a machine without it."""
+    device = device or default_device()
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda but no CUDA device is available; use --device cpu")
+    return device
+
+
 def load_config(path: str) -> AttrDict:
     """Read a JSON config into an `AttrDict` and validate it (`ConfigError` on problems)."""
     if not os.path.isfile(path):
