@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 import engine
-from baselines import melgan
+from baselines import melgan, waveglow, wavenet
 from meldataset import AudioError, load_audio, mel_from_config, mel_layout, notice
 from models import PRE_POST_KERNEL, Generator
 from utils import CheckpointError, ConfigError, config_beside, load_checkpoint, load_config, resolve_device
@@ -68,16 +68,74 @@ def hifigan_receptive_field_frames(h) -> int:
 
 
 class GeneratorFamily(NamedTuple):
-    """What synthesis needs of a vocoder family: its generator and its receptive field."""
+    """What synthesis needs of a vocoder family.
 
-    build: Callable  # h -> generator module
-    receptive_field_frames: Callable  # h -> one-sided receptive field in mel frames
+    - build(h) -> the module whose weights a checkpoint holds
+    - receptive_field_frames(h) -> its one-sided receptive field in mel frames, or None for an
+      autoregressive model (never chunked: its state carries from sample to sample)
+    - load_weights(model, state, h, checkpoint_file, config_file): the loaded checkpoint file's
+      weights into `model`, `CheckpointError` in one line otherwise
+    - vocoder(model, h, **options) -> the module mapping mel (B, M, F) [, lengths (B,)] to audio
+      (B, 1, F * hop); None: the model itself does
+    - options: the names of the synthesis options `vocoder` takes (`load_generator(**options)`)
+    """
+
+    build: Callable
+    receptive_field_frames: Callable
+    load_weights: Callable
+    vocoder: Callable | None = None
+    options: tuple = ()
+
+
+def _load_gan_weights(generator, state: dict, h, checkpoint_file: str, config_file: str) -> None:
+    sd = generator_state_dict(state, checkpoint_file)
+    _check_architecture(sd, h, checkpoint_file, config_file)
+    try:
+        generator.load_state_dict(sd)
+    except RuntimeError as e:
+        first = str(e).replace("\n", " ").replace("\t", "")[:300]
+        raise CheckpointError(
+            f"{checkpoint_file}: does not fit the generator of {config_file} ({first}); pass --config "
+            "with the config it was trained with"
+        ) from None
+
+
+def _load_waveglow_weights(model, state: dict, h, checkpoint_file: str, config_file: str) -> None:
+    """Ours (`waveglow_XXXXXXXX`: {"waveglow": state dict}) or NVIDIA's converted checkpoint."""
+    waveglow.load_waveglow_state_dict(model, state.get("waveglow", state), checkpoint_file)
+
+
+def _load_wavenet_weights(model, state: dict, h, checkpoint_file: str, config_file: str) -> None:
+    """`wavenet_XXXXXXXX`: the EMA weights ("wavenet_ema", what synthesis uses), else "wavenet"."""
+    sd = state.get("wavenet_ema", state.get("wavenet", state))
+    try:
+        model.load_state_dict(sd)
+    except RuntimeError as e:
+        first = str(e).replace("\n", " ").replace("\t", "")[:300]
+        raise CheckpointError(
+            f"{checkpoint_file}: not a WaveNet of {config_file} ({first}); pass the wavenet_XXXXXXXX file and "
+            "--config with the config it was trained with"
+        ) from None
 
 
 # model_family -> its generator; one line per vocoder family
 GENERATORS = {
-    "hifigan": GeneratorFamily(Generator, hifigan_receptive_field_frames),
-    "melgan": GeneratorFamily(melgan.MelGANGenerator, melgan.receptive_field_frames),
+    "hifigan": GeneratorFamily(Generator, hifigan_receptive_field_frames, _load_gan_weights),
+    "melgan": GeneratorFamily(melgan.MelGANGenerator, melgan.receptive_field_frames, _load_gan_weights),
+    "waveglow": GeneratorFamily(
+        waveglow.WaveGlow,
+        waveglow.receptive_field_frames,
+        _load_waveglow_weights,
+        waveglow.WaveGlowVocoder.from_config,
+        ("sigma", "denoiser_strength", "seed"),
+    ),
+    "wavenet": GeneratorFamily(
+        wavenet.WaveNet,
+        lambda h: None,
+        _load_wavenet_weights,
+        wavenet.WaveNetVocoder.from_config,
+        ("seed", "max_seconds"),
+    ),
 }
 
 
@@ -177,30 +235,50 @@ def _check_architecture(sd: dict, h, checkpoint_file: str, config_file: str) -> 
     )
 
 
-def load_generator(checkpoint_file: str, config_file: str | None = None, device: str | torch.device | None = None):
-    """Load a `g_XXXXXXXX` checkpoint -> (generator in eval mode, weight norm removed, on `device`
-    (default: `utils.default_device()`); its config `h`). The config is `config.json` beside the
-    checkpoint unless `config_file` is given. Raises `CheckpointError` / `ConfigError` with one
-    line naming the fix."""
+def load_generator(
+    checkpoint_file: str, config_file: str | None = None, device: str | torch.device | None = None, **options
+):
+    """Load a generator checkpoint (`g_XXXXXXXX`; WaveGlow `waveglow_XXXXXXXX`, WaveNet
+    `wavenet_XXXXXXXX`) -> (the module mapping mel (B, M, F) [, lengths] to audio (B, 1, T), in
+    eval mode, weight norm removed, on `device` (default: `utils.default_device()`); its config
+    `h`). The config is `config.json` beside the checkpoint unless `config_file` is given.
+    `options`: the family's synthesis settings (WaveGlow: sigma, denoiser_strength, seed; WaveNet:
+    seed, max_seconds); None values mean the defaults. Raises `CheckpointError` / `ConfigError`
+    with one line naming the fix."""
     if not os.path.isfile(checkpoint_file):
         raise CheckpointError(f"{checkpoint_file}: checkpoint not found; check --checkpoint_file")
     if config_file is None:
         config_file = config_beside(checkpoint_file)
     h = load_config(config_file)
+    family = _family(h)
+    options = {k: v for k, v in options.items() if v is not None}
+    for name in options:
+        if name not in family.options:
+            takes = ", ".join(family.options) or "none"
+            raise ConfigError(
+                f"{checkpoint_file}: --{name} is not a setting of a {h.get('model_family', 'hifigan')} "
+                f"checkpoint (its settings: {takes}); leave it out"
+            )
     device = resolve_device(device)
-    sd = generator_state_dict(load_checkpoint(checkpoint_file, "cpu"), checkpoint_file)
-    generator = build_generator(h)
-    _check_architecture(sd, h, checkpoint_file, config_file)
-    try:
-        generator.load_state_dict(sd)
-    except RuntimeError as e:
-        first = str(e).replace("\n", " ").replace("\t", "")[:300]
-        raise CheckpointError(
-            f"{checkpoint_file}: does not fit the generator of {config_file} ({first}); pass --config "
-            "with the config it was trained with"
-        ) from None
-    generator.remove_weight_norm()
+    model = family.build(h)
+    family.load_weights(model, load_checkpoint(checkpoint_file, "cpu"), h, checkpoint_file, config_file)
+    model.remove_weight_norm()
+    generator = family.vocoder(model, h, **options) if family.vocoder else model
     return generator.eval().to(device), h
+
+
+def samples_noise(h) -> bool:
+    """Whether the config's family draws noise and takes synthesis options (WaveGlow, WaveNet):
+    its loaded generator is a wrapper around the checkpoint's model, not the model itself."""
+    return _family(h).vocoder is not None
+
+
+def check_workload(generator: torch.nn.Module, h, frames: Iterable[int], on_notice=notice) -> None:
+    """Before vocoding mels of `frames` frames: a generator that is slow per sample (WaveNet) says
+    how long it will take and refuses more than its limit (`UserError`); the others pass."""
+    check = getattr(generator, "check_workload", None)
+    if check is not None:
+        check(sum(frames) * h.hop_size / h.sampling_rate, h.sampling_rate, on_notice)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,10 +302,11 @@ def wav_to_mel(path: str, h, on_notice: Callable[[str], None] = notice) -> torch
 # ---------------------------------------------------------------------------------------------
 
 
-def receptive_field_frames(h) -> int:
+def receptive_field_frames(h) -> int | None:
     """One-sided receptive field of the config's generator in mel frames (rounded up): a mel frame
     further than this from an output sample's frame cannot change it, so chunks vocoded with this
-    much context on each side equal one-shot inference."""
+    much context on each side equal one-shot inference. None: an autoregressive generator, which
+    is never chunked."""
     return _family(h).receptive_field_frames(h)
 
 
@@ -250,6 +329,8 @@ def vocode_batch(
     inside the generator, so each output equals the unbatched one."""
     outs: list = [None] * len(mels)
     short = []
+    if receptive_field_frames(h) is None:  # autoregressive: bounded memory without chunks
+        chunk_frames = None
     for i, m in enumerate(mels):
         if chunk_frames and m.shape[-1] > chunk_frames:
             outs[i] = np.concatenate(list(_overlap_save(generator, h, [(m, True)], chunk_frames, None)))
@@ -309,6 +390,11 @@ def _overlap_save(generator, h, items: Iterable, chunk_frames: int | None, conte
     """`generate_stream` on ((1, num_mels, t) chunk, is_last) items: knowing the last chunk saves a
     final call."""
     ctx = receptive_field_frames(h) if context is None else context
+    if ctx is None:
+        raise ConfigError(
+            f"model_family {h.get('model_family')!r} generates sample by sample and does not stream in mel "
+            "chunks; vocode the whole mel with synthesis.vocode"
+        )
     hop = h.hop_size
     device = _device_of(generator)
     buf, left = None, 0  # buf: kept frames; its first `left` were already vocoded (left context)

@@ -22,7 +22,15 @@ import numpy as np
 import torch
 
 from meldataset import load_mel, notice, write_pcm16
-from synthesis import DEFAULT_CHUNK_FRAMES, build_generator, load_generator, vocode_batch, wav_to_mel
+from synthesis import (
+    DEFAULT_CHUNK_FRAMES,
+    build_generator,
+    check_workload,
+    load_generator,
+    samples_noise,
+    vocode_batch,
+    wav_to_mel,
+)
 from utils import UserError, default_device, exit_with_user_error
 
 # --workers auto: below this much audio, starting worker processes (1-3 s each) costs more than
@@ -274,7 +282,12 @@ def summary_line(result: dict) -> str:
 
 # Options of both commands: (flag, argparse keywords); each script adds its input folder first.
 SHARED_OPTIONS = (
-    ("--checkpoint_file", dict(required=True, help="generator checkpoint g_XXXXXXXX")),
+    (
+        "--checkpoint_file",
+        dict(
+            required=True, help="generator checkpoint g_XXXXXXXX (WaveGlow waveglow_XXXXXXXX, WaveNet wavenet_XXXXXXXX)"
+        ),
+    ),
     ("--config", dict(default=None, help="config JSON (default: config.json beside the checkpoint)")),
     ("--device", dict(default=None, help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")),
     ("--batch_size", dict(type=int, default=1, help="files per generator call (padding is masked)")),
@@ -296,8 +309,30 @@ SHARED_OPTIONS = (
             "0 (default) = one per thread when there is a minute of audio or more, else 1",
         ),
     ),
+    (
+        "--sigma",
+        dict(type=float, default=None, help="WaveGlow: std of the noise (default: the config's infer_sigma, 0.6)"),
+    ),
+    (
+        "--denoiser_strength",
+        dict(
+            type=float,
+            default=None,
+            help="WaveGlow: subtract this x its bias spectrum (default: the config's, 0 = off)",
+        ),
+    ),
+    ("--seed", dict(type=int, default=None, help="WaveGlow, WaveNet: seed of each file's noise (default: random)")),
+    (
+        "--max_seconds",
+        dict(
+            type=float,
+            default=None,
+            help="WaveNet: generate at most this many seconds of audio in one run (default 10; it says how long first)",
+        ),
+    ),
     ("--debug", dict(action="store_true", help="show full tracebacks instead of one-line errors")),
 )
+SYNTHESIS_SETTINGS = ("sigma", "denoiser_strength", "seed", "max_seconds")  # passed to load_generator
 
 
 def _check_arguments(a) -> None:
@@ -323,9 +358,13 @@ def run(a, kind: str) -> None:
         device = a.device or default_device()
         if a.workers > 1 and not device.startswith("cpu"):
             raise UserError(f"--workers is for CPU inference, the device is {device}; raise --batch_size instead")
-        generator, h = load_generator(a.checkpoint_file, a.config, device)
+        settings = {name: getattr(a, name) for name in SYNTHESIS_SETTINGS}
+        generator, h = load_generator(a.checkpoint_file, a.config, device, **settings)
         lengths = {p: estimate_frames(p, kind, h) for p in paths}  # each header read once
-        workers = a.workers or auto_workers(paths, kind, h, a.batch_size, device, lengths)
+        check_workload(generator, h, lengths.values())
+        if a.workers > 1 and samples_noise(h):
+            raise UserError(f"--workers is for GAN generators; {h.model_family} runs in one process, use --batch_size")
+        workers = 1 if samples_noise(h) else a.workers or auto_workers(paths, kind, h, a.batch_size, device, lengths)
         if workers > 1:
             threads = max(1, torch.get_num_threads() // workers)
             notice(f"{workers} worker processes with {threads} thread{'s' if threads > 1 else ''} each (--workers)")

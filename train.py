@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from env import build_env
 from meldataset import MelDataset, make_demo_dataset, mel_from_config, read_filelist
-from training import GAN, Family, StepContext
+from training import GAN, WAVEGLOW, WAVENET, Family, StepContext
 from utils import (
     CHECKPOINT_DIGITS,
     CheckpointError,
@@ -54,7 +54,7 @@ from utils import (
 
 # model_family -> its training recipe (training.py); one line per system. MelGAN and HiFi-GAN share
 # the GAN recipe: their config keys choose the generator, discriminators, losses and optimizer.
-FAMILIES = {"hifigan": GAN, "melgan": GAN}
+FAMILIES = {"hifigan": GAN, "melgan": GAN, "waveglow": WAVEGLOW, "wavenet": WAVENET}
 MAX_CONSECUTIVE_NONFINITE = 20  # skipped steps in a row that stop the run
 MAX_PRINTED_WARNINGS = 10  # data-check warnings of one kind printed at start (check_data.py lists all)
 NUM_LOGGED_VALIDATION_ITEMS = 5  # audio and spectrogram figures for items 0..4, as the original
@@ -131,9 +131,10 @@ def step_context(models: dict, device: torch.device, world_size: int, a) -> Step
     """The modules that run the step: DDP-wrapped for several processes (the plain modules are
     saved: DDP is unwrapped here and nowhere else), compiled with --compile; AMP and its scaler."""
     run = frozen_run = models
-    if world_size > 1:
+    if world_size > 1:  # a module trained by no optimizer (an EMA copy) stays unwrapped
         ids = [device.index] if device.type == "cuda" else None
-        run = {k: DistributedDataParallel(m, device_ids=ids) for k, m in models.items()}
+        trained = {k for k, m in models.items() if any(p.requires_grad for p in m.parameters())}
+        run = {k: DistributedDataParallel(m, device_ids=ids) if k in trained else m for k, m in models.items()}
     if a.compile:
         run = {k: torch.compile(m) for k, m in run.items()}
         frozen_run = {k: torch.compile(m) for k, m in models.items()} if world_size > 1 else run
@@ -424,8 +425,11 @@ def validate(generator, validation_loader, h, device, sw, steps: int, metrics=No
     if device.type == "cuda":
         torch.cuda.empty_cache()
     val_err_tot, n = 0.0, 0
+    max_items = h.get("validation_items")  # default: the whole validation set, as the original
     with torch.no_grad():
         for j, (x, y, _, y_mel) in enumerate(validation_loader):
+            if max_items is not None and j >= max_items:
+                break
             y_g_hat = generator(x.to(device))
             y_mel = y_mel.to(device, non_blocking=True)
             y_g_hat_mel = mel_from_config(y_g_hat.squeeze(1), h, fmax_for_loss=True)
@@ -476,7 +480,7 @@ def save_and_validate(a, h, family, models, optimizers, steps, epoch, save: bool
             sw.close()  # keep the logged scalars
             raise
     if steps % a.validation_interval == 0:
-        validate(family.synthesize(models), loader, h, device, sw, steps, metric_names)
+        validate(family.synthesize(models, h), loader, h, device, sw, steps, metric_names)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -501,7 +505,7 @@ def train(local_rank: int, a, h, world_size: int, rank_offset: int = 0) -> None:
     optimizers = family.build_optimizers(models, h)
     state = load_newest(a.checkpoint_path, family, {**models, **optimizers}, device, is_master)
     steps, last_epoch = (0, -1) if state is None else (state["steps"] + 1, state["epoch"])
-    schedulers = family.build_schedulers(optimizers, h, last_epoch)
+    schedules = family.build_schedulers(optimizers, h, last_epoch, steps)
     ctx = step_context(models, device, world_size, a)
     sampler, train_loader, validation_loader = build_loaders(
         a, h, batch_size, world_size, rank, is_master, pin=device.type == "cuda"
@@ -527,6 +531,8 @@ def train(local_rank: int, a, h, world_size: int, rank_offset: int = 0) -> None:
             if is_master:
                 lr = next(iter(optimizers.values())).param_groups[0]["lr"]
                 log_step(sw, steps, family, terms, lr, time.time() - start_b, nonfinite.total, a)
+            for scheduler in schedules.per_step:
+                scheduler.step()
             last_step = a.training_steps is not None and steps + 1 >= a.training_steps
             done = agree_to_stop(stop, steps, world_size, device) or last_step
             save = done or (steps % a.checkpoint_interval == 0 and steps != 0)
@@ -541,7 +547,7 @@ def train(local_rank: int, a, h, world_size: int, rank_offset: int = 0) -> None:
                 break
         if done:
             break
-        for scheduler in schedulers:
+        for scheduler in schedules.per_epoch:
             scheduler.step()
         if is_master:
             print(f"Time taken for epoch {epoch + 1} is {int(time.time() - start)} sec\n")

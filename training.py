@@ -20,6 +20,16 @@ import torch
 import torch.nn.functional as F
 
 from baselines.melgan import ADVERSARIAL_LOSSES, MelGANDiscriminator, melgan_feature_loss
+from baselines.waveglow import (
+    DEQUANTIZE_LSB,
+    TRAIN_SIGMA,
+    WaveGlow,
+    WaveGlowVocoder,
+    dequantize,
+    validate_waveglow_config,
+    waveglow_loss_terms,
+)
+from baselines.wavenet import WaveNet, WaveNetVocoder, wavenet_loss, wavenet_params
 from meldataset import mel_from_config
 from models import (
     MultiPeriodDiscriminator,
@@ -31,6 +41,7 @@ from utils import ConfigError
 
 MEL_LOSS_WEIGHT = 45  # lambda_mel, eq. 7
 FEATURE_LOSS_WEIGHT = 2  # lambda_fm, eq. 7 (the authors' feature_loss multiplies by it inside)
+WAVENET_VALIDATION_FRAMES = 16  # WaveNet validates on each clip's first 16 frames (0.19 s at hop 256)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -58,12 +69,14 @@ class Family(NamedTuple):
 
     - build_models(h, device) -> {name: module}
     - build_optimizers(models, h) -> {name: optimizer}
-    - build_schedulers(optimizers, h, last_epoch) -> [scheduler], stepped once per epoch
+    - build_schedulers(optimizers, h, last_epoch, steps) -> `Schedules`: learning-rate schedulers
+      stepped after every epoch and after every step, resumed at `last_epoch` (-1: a fresh run) and
+      `steps` (the next step to run)
     - train_step(models, optimizers, batch, h, ctx) -> (terms, updates): loss terms by TensorBoard
       name (0-d tensors), and {update name: (stepped, counted)} from `optimizer_step`
     - checkpoint_layout: ((file prefix, (model or optimizer names...)), ...); the last file also
       holds `steps` and `epoch` and marks a complete checkpoint
-    - synthesize(models) -> the module that maps a mel (B, M, F) to audio (B, 1, T) (validation)
+    - synthesize(models, h) -> the module that maps a mel (B, M, F) to audio (B, 1, T) (validation)
     - stdout_terms: ((label, term name), ...) of the stdout line
     - check_config(h, source): `ConfigError` for a config key the recipe cannot train
     """
@@ -76,6 +89,13 @@ class Family(NamedTuple):
     synthesize: Callable
     stdout_terms: tuple
     check_config: Callable
+
+
+class Schedules(NamedTuple):
+    """Learning-rate schedulers of a recipe: stepped after every epoch, and after every step."""
+
+    per_epoch: list
+    per_step: list
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
@@ -119,14 +139,23 @@ def frozen(*modules: torch.nn.Module):
             p.requires_grad_(True)
 
 
-def exponential_schedulers(optimizers: dict, h, last_epoch: int) -> list:
-    """ExponentialLR(lr_decay) per optimizer, resumed at `last_epoch` (-1: a fresh run)."""
+def _with_initial_lr(optimizers: dict, h) -> list:
+    """The optimizers, each group's `initial_lr` set (checkpoints are saved before any scheduler
+    existed, so a resumed optimizer lacks it)."""
     for opt in optimizers.values():
-        for group in opt.param_groups:  # checkpoints are saved before any scheduler existed
+        for group in opt.param_groups:
             group.setdefault("initial_lr", h.learning_rate)
-    return [
-        torch.optim.lr_scheduler.ExponentialLR(o, gamma=h.lr_decay, last_epoch=last_epoch) for o in optimizers.values()
+    return list(optimizers.values())
+
+
+def exponential_schedulers(optimizers: dict, h, last_epoch: int, steps: int) -> Schedules:
+    """The paper's ExponentialLR(lr_decay) per optimizer after every epoch, resumed at
+    `last_epoch` (-1: a fresh run)."""
+    per_epoch = [
+        torch.optim.lr_scheduler.ExponentialLR(o, gamma=h.lr_decay, last_epoch=last_epoch)
+        for o in _with_initial_lr(optimizers, h)
     ]
+    return Schedules(per_epoch, [])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,7 +294,143 @@ GAN = Family(
     build_schedulers=exponential_schedulers,
     train_step=gan_step,
     checkpoint_layout=(("g_", ("generator",)), ("do_", ("mpd", "msd", "optim_g", "optim_d"))),
-    synthesize=lambda models: models["generator"],
+    synthesize=lambda models, h: models["generator"],
     stdout_terms=(("Gen Loss Total", "gen_loss_total"), ("Mel-Spec. Error", "mel_spec_error")),
     check_config=check_recipe,
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Likelihood recipes: WaveGlow (a flow) and WaveNet (autoregressive), one optimizer each
+# ---------------------------------------------------------------------------------------------
+
+
+def adam(models: dict, h) -> dict:
+    """Adam (their optimizer: NVIDIA/waveglow and r9y9/wavenet_vocoder) over the first model."""
+    params = next(iter(models.values())).parameters()
+    betas = (h.get("adam_b1", 0.9), h.get("adam_b2", 0.999))
+    return {"optimizer": torch.optim.Adam(params, h.learning_rate, betas=betas, eps=h.get("adam_eps", 1e-8))}
+
+
+def waveglow_step(models: dict, optimizers: dict, batch, h, ctx: StepContext) -> tuple[dict, dict]:
+    """One maximum-likelihood step on (mel (B, M, F), audio (B, T), names, _): the audio is
+    dequantised (one 16-bit step of uniform noise, so silence has a finite likelihood), run through
+    the flows, and the negative log-likelihood per sample (fp32) minimised."""
+    x, y, _, _ = batch
+    mel = x.to(ctx.device, non_blocking=True)
+    audio = dequantize(y.to(ctx.device, non_blocking=True), h.get("dequantize_lsb", DEQUANTIZE_LSB))
+    optimizers["optimizer"].zero_grad(set_to_none=True)
+    with autocast(ctx.device, ctx.amp_dtype):
+        z, log_s, log_det = ctx.run["waveglow"](mel, audio)
+    prior, log_s_term, log_det_term = waveglow_loss_terms(z, log_s, log_det, h.get("sigma", TRAIN_SIGMA))
+    loss = prior + log_s_term + log_det_term
+    update = optimizer_step(loss, optimizers["optimizer"], list(models["waveglow"].parameters()), ctx.scaler)
+    terms = {"loss": loss, "prior": prior, "log_s": log_s_term, "log_det": log_det_term}
+    return {k: v.detach() for k, v in terms.items()}, {"waveglow": update}
+
+
+def waveglow_synthesizer(models: dict, h) -> torch.nn.Module:
+    """Validation audio at the synthesis sigma (`infer_sigma`), each clip's noise seeded with the
+    config's seed (the training RNG is not touched)."""
+    return WaveGlowVocoder.from_config(models["waveglow"], h, seed=h.seed)
+
+
+# NVIDIA/waveglow's recipe: Adam, constant learning rate (lr_decay 1.0 in its config).
+WAVEGLOW = Family(
+    build_models=lambda h, device: {"waveglow": WaveGlow(h).to(device)},
+    build_optimizers=adam,
+    build_schedulers=exponential_schedulers,
+    train_step=waveglow_step,
+    checkpoint_layout=(("waveglow_", ("waveglow",)), ("waveglow_state_", ("optimizer",))),
+    synthesize=waveglow_synthesizer,
+    stdout_terms=(("Loss", "loss"),),
+    check_config=validate_waveglow_config,
+)
+
+
+LR_SCHEDULES = {  # r9y9/wavenet_vocoder lrschedule.py: the config's lr_schedule -> lr factor at a step
+    "noam_learning_rate_decay": lambda step, warmup_steps=4000: (
+        warmup_steps**0.5 * min((step + 1) * warmup_steps**-1.5, (step + 1) ** -0.5)
+    ),
+    "step_learning_rate_decay": lambda step, anneal_rate=0.5, anneal_interval=200000: (
+        anneal_rate ** (step // anneal_interval)
+    ),
+    None: lambda step: 1.0,
+}
+
+
+def per_step_schedulers(optimizers: dict, h, last_epoch: int, steps: int) -> Schedules:
+    """The config's `lr_schedule` (with `lr_schedule_kwargs`) after every step, resumed at `steps`."""
+    factor, kwargs = LR_SCHEDULES[h.get("lr_schedule")], h.get("lr_schedule_kwargs") or {}
+    per_step = [
+        torch.optim.lr_scheduler.LambdaLR(o, lambda step: factor(step, **kwargs), last_epoch=steps - 1)
+        for o in _with_initial_lr(optimizers, h)
+    ]
+    return Schedules([], per_step)
+
+
+def build_wavenet(h, device: torch.device) -> dict:
+    """The WaveNet and, with `ema_decay`, its exponential moving average (never trained itself)."""
+    models = {"wavenet": WaveNet(h).to(device)}
+    if h.get("ema_decay") is not None:
+        with torch.random.fork_rng(devices=[]):  # the copy's own init leaves the training RNG as it was
+            average = WaveNet(h).to(device)
+        average.load_state_dict(models["wavenet"].state_dict())  # weight norm: no deepcopy
+        models["wavenet_ema"] = average.requires_grad_(False)
+    return models
+
+
+@torch.no_grad()
+def ema_update(average: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """average = decay * average + (1 - decay) * model, parameter by parameter (r9y9's EMA)."""
+    torch._foreach_lerp_(list(average.parameters()), list(model.parameters()), 1 - decay)
+
+
+def wavenet_check(h, source: str) -> None:
+    try:
+        wavenet_params(h)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    if h.get("lr_schedule") not in LR_SCHEDULES:
+        names = ", ".join(k for k in LR_SCHEDULES if k)
+        raise ConfigError(f"{source}: lr_schedule {h.get('lr_schedule')!r}; use one of {names} or null")
+    decay = h.get("ema_decay")
+    if decay is not None and not (isinstance(decay, (int, float)) and 0 <= decay < 1):
+        raise ConfigError(f"{source}: ema_decay {decay!r} must be in [0, 1) (0.9999 in theirs) or null (no EMA)")
+
+
+def wavenet_step(models: dict, optimizers: dict, batch, h, ctx: StepContext) -> tuple[dict, dict]:
+    """One teacher-forced step on (mel (B, M, F), audio (B, T), names, _): the mixture parameters
+    at every sample, the discretised-MoL negative log-likelihood of the next sample (fp32), then
+    the EMA of the weights."""
+    x, y, _, _ = batch
+    mel = x.to(ctx.device, non_blocking=True)
+    audio = y.to(ctx.device, non_blocking=True).unsqueeze(1)  # (B, T) -> (B, 1, T)
+    optimizers["optimizer"].zero_grad(set_to_none=True)
+    with autocast(ctx.device, ctx.amp_dtype):
+        params = ctx.run["wavenet"](audio, mel)
+    loss = wavenet_loss(params.float(), audio, None, **models["wavenet"].mol_kwargs())
+    update = optimizer_step(loss, optimizers["optimizer"], list(models["wavenet"].parameters()), ctx.scaler)
+    if update[0] and "wavenet_ema" in models:
+        ema_update(models["wavenet_ema"], models["wavenet"], h.ema_decay)
+    return {"loss": loss.detach()}, {"wavenet": update}
+
+
+def wavenet_synthesizer(models: dict, h) -> torch.nn.Module:
+    """Validation audio from the EMA weights (when kept), seeded; only `validation_frames` frames
+    of each clip (default 16), since generation is sample by sample."""
+    model = models.get("wavenet_ema", models["wavenet"])
+    return WaveNetVocoder(model, seed=h.seed, max_frames=h.get("validation_frames", WAVENET_VALIDATION_FRAMES))
+
+
+# r9y9/wavenet_vocoder's recipe: Adam with a per-step schedule, EMA weights for synthesis.
+WAVENET = Family(
+    build_models=build_wavenet,
+    build_optimizers=adam,
+    build_schedulers=per_step_schedulers,
+    train_step=wavenet_step,
+    checkpoint_layout=(("wavenet_", ("wavenet", "wavenet_ema")), ("wavenet_state_", ("optimizer",))),
+    synthesize=wavenet_synthesizer,
+    stdout_terms=(("Loss", "loss"),),
+    check_config=wavenet_check,
 )

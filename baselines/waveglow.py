@@ -450,6 +450,51 @@ class Denoiser(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
+# The synthesis API's view
+# ---------------------------------------------------------------------------------------------
+
+
+def receptive_field_frames(h) -> int:
+    """One-sided reach of WaveGlow synthesis in mel frames (rounded up; 100 published): each
+    flow's WN sees (kernel - 1) / 2 * (2^n_layers - 1) groups of n_group samples on either side,
+    the flows compose, and the upsampler spreads a frame over `UPSAMPLE_KERNEL_HOPS` hops. Chunks
+    vocoded with this much context equal one-shot synthesis for the same noise (sigma 0: exactly)."""
+    s = waveglow_settings(h)
+    wn = s["WN_config"]
+    groups = s["n_flows"] * (wn["kernel_size"] - 1) // 2 * (2 ** wn["n_layers"] - 1)
+    return -(-groups * s["n_group"] // h["hop_size"]) + UPSAMPLE_KERNEL_HOPS
+
+
+class WaveGlowVocoder(nn.Module):
+    """A WaveGlow as the synthesis API uses a generator: mel (B, n_mel, F) [, lengths (B,)] ->
+    audio (B, 1, F * hop), with the sampling settings fixed (sigma, denoiser, seed)."""
+
+    def __init__(self, waveglow: WaveGlow, sigma: float = SYNTHESIS_SIGMA, denoiser_strength: float = 0.0, seed=None):
+        super().__init__()
+        self.waveglow = waveglow
+        self.sigma, self.denoiser_strength, self.seed = sigma, denoiser_strength, seed
+
+    @classmethod
+    def from_config(cls, waveglow: WaveGlow, h, sigma=None, denoiser_strength=None, seed=None) -> "WaveGlowVocoder":
+        """Unset settings come from the config (`infer_sigma`, `denoiser_strength`) or the
+        published defaults (sigma 0.6, no denoiser)."""
+        if sigma is None:
+            sigma = h.get("infer_sigma", SYNTHESIS_SIGMA)
+        if denoiser_strength is None:
+            denoiser_strength = h.get("denoiser_strength", 0.0)
+        if sigma < 0 or denoiser_strength < 0:
+            raise ConfigError(f"WaveGlow: sigma {sigma} and denoiser_strength {denoiser_strength} must be >= 0")
+        return cls(waveglow, sigma, denoiser_strength, seed)
+
+    def forward(self, mel: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """mel (B, n_mel, F), lengths (B,) valid frames -> audio (B, 1, F * hop) (see `WaveGlow.vocode`)."""
+        return self.waveglow.vocode(mel, lengths, self.sigma, self.denoiser_strength, self.seed)
+
+    def remove_weight_norm(self) -> None:
+        self.waveglow.remove_weight_norm()
+
+
+# ---------------------------------------------------------------------------------------------
 # Loading NVIDIA's weights
 # ---------------------------------------------------------------------------------------------
 
