@@ -251,20 +251,27 @@ def load_generator(
         config_file = config_beside(checkpoint_file)
     h = load_config(config_file)
     family = _family(h)
+    device = resolve_device(device)
+    model = family.build(h)
+    family.load_weights(model, load_checkpoint(checkpoint_file, "cpu"), h, checkpoint_file, config_file)
+    model.remove_weight_norm()
+    return as_vocoder(model, h, checkpoint_file, **options).eval().to(device), h
+
+
+def as_vocoder(model: torch.nn.Module, h, source: str = "config", **options) -> torch.nn.Module:
+    """The module of `build_generator(h)` (trained) as the synthesis API runs it: mel (B, M, F)
+    [, lengths (B,)] -> audio (B, 1, F * hop). GAN generators are that already; WaveGlow and WaveNet
+    get their sampling wrapper with `options` (None values: defaults; others: `ConfigError`)."""
+    family = _family(h)
     options = {k: v for k, v in options.items() if v is not None}
     for name in options:
         if name not in family.options:
             takes = ", ".join(family.options) or "none"
             raise ConfigError(
-                f"{checkpoint_file}: --{name} is not a setting of a {h.get('model_family', 'hifigan')} "
+                f"{source}: --{name} is not a setting of a {h.get('model_family', 'hifigan')} "
                 f"checkpoint (its settings: {takes}); leave it out"
             )
-    device = resolve_device(device)
-    model = family.build(h)
-    family.load_weights(model, load_checkpoint(checkpoint_file, "cpu"), h, checkpoint_file, config_file)
-    model.remove_weight_norm()
-    generator = family.vocoder(model, h, **options) if family.vocoder else model
-    return generator.eval().to(device), h
+    return family.vocoder(model, h, **options) if family.vocoder else model
 
 
 def samples_noise(h) -> bool:
