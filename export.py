@@ -18,11 +18,19 @@ import warnings
 import numpy as np
 import torch
 
-from synthesis import load_generator
+from synthesis import load_generator, samples_noise
 from utils import UserError, exit_with_user_error
 
 ONNX_OPSET = 18
 DEFAULT_TOLERANCE = 1e-4  # max abs difference to eager accepted by the check
+
+
+# Families whose synthesis is not one mel -> audio graph, and why (README "Export").
+NOT_EXPORTED = {
+    "waveglow": "WaveGlow draws Gaussian noise inside every synthesis call, which a mel -> audio graph "
+    "would either freeze into a constant or need as a second input",
+    "wavenet": "WaveNet generates sample by sample in a loop whose state carries over (no single graph)",
+}
 
 
 def example_mel(h, frames: int, batch: int = 1, seed: int = 0) -> torch.Tensor:
@@ -113,6 +121,9 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     try:
         generator, h = load_generator(a.checkpoint_file, a.config, "cpu")
+        if samples_noise(h):
+            why = NOT_EXPORTED[h.model_family]
+            raise UserError(f"{a.checkpoint_file}: not exported: {why}; vocode it with synthesis.load_generator")
         os.makedirs(a.output_dir, exist_ok=True)
         name = os.path.basename(a.checkpoint_file)
         for fmt in a.formats:

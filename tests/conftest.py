@@ -40,6 +40,37 @@ TINY_DISCRIMINATORS = dict(mpd_channels=[4, 8, 16, 16, 16], msd_channels=[16, 16
 TINY_MELGAN = dict(melgan_ngf=4, melgan_ndf=4, melgan_n_layers_D=2, melgan_downsamp_factor=2)
 
 
+# WaveGlow and WaveNet for training tests: the real layer types and keys at a few thousand weights.
+# WaveGlow's upsampler is num_mels^2 x 1024 weights: 20 bands keep the checkpoint at about 2 MB.
+TINY_WAVEGLOW = dict(
+    num_mels=20,
+    waveglow_config=dict(
+        n_mel_channels=20, n_flows=4, n_group=8, n_early_every=2, n_early_size=2,
+        WN_config=dict(n_layers=2, n_channels=16, kernel_size=3),
+    ),
+)  # fmt: skip
+TINY_WAVENET = dict(
+    wavenet_config=dict(layers=4, stacks=2, residual_channels=16, gate_channels=16, skip_out_channels=16),
+    lr_schedule=None,  # the published noam warm-up would keep the lr near 0 for a few test steps
+    validation_frames=2,
+    validation_items=1,
+)
+
+
+def write_baseline_config(folder, name: str, **overrides) -> str:
+    """configs/baselines/config_<name>.json at the training tests' sizes (batch 2, 2048-sample
+    segments, no loader workers) with `overrides` (e.g. TINY_WAVEGLOW) -> the written path."""
+    import json
+
+    h = baseline_config(name, batch_size=2, segment_size=2048, num_workers=0)
+    for key, value in overrides.items():  # the model blocks are merged, not replaced
+        h[key] = {**h[key], **value} if isinstance(value, dict) and isinstance(h.get(key), dict) else value
+    path = folder / f"{name}.json"
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(h)))
+    return str(path)
+
+
 def tiny_config(version: str = "v1", **overrides):
     """A small, fast generator with the real frontend (hop 256): for training/inference tests."""
     small = dict(upsample_initial_channel=32, resblock_kernel_sizes=[3, 7] if version != "v3" else [3, 5])

@@ -387,3 +387,121 @@ def test_loader_errors_in_one_line(tiny, obj, match):
     with pytest.raises(CheckpointError, match=match) as info:
         load_waveglow_state_dict(tiny, obj, source="wg.pt")
     assert "\n" not in str(info.value) and str(info.value).startswith("wg.pt: ")
+
+
+# ---------------------------------------------------------------------------------------------
+# Trained by train.py, then through the synthesis API and the scripts
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def waveglow_run(tmp_path_factory):
+    """8 steps of train.py on a tiny WaveGlow (lr 1e-3 so that 8 steps show the loss falling):
+    (checkpoint folder, the data, the config path)."""
+    from conftest import TINY_WAVEGLOW, make_training_data, run_train, write_baseline_config
+
+    tmp = tmp_path_factory.mktemp("waveglow_run")
+    config = write_baseline_config(tmp, "waveglow", learning_rate=1e-3, **TINY_WAVEGLOW)
+    data = make_training_data(tmp / "data", n=2)
+    cp = run_train(tmp, "--checkpoint_interval", "4", "--validation_interval", "4", config=config, steps=8, data=data)
+    return cp, data, config
+
+
+def test_train_py_trains_logs_and_saves_waveglow_files(waveglow_run):
+    from conftest import largest_file, scalar_tags
+
+    cp, _, _ = waveglow_run
+    names = {"waveglow_00000004", "waveglow_state_00000004", "waveglow_00000007", "waveglow_state_00000007"}
+    assert set(os.listdir(cp)) == {"config.json", "logs"} | names  # nothing a user could take for a g_
+    weights, state = (
+        load_checkpoint(str(cp / "waveglow_00000007")),
+        load_checkpoint(str(cp / "waveglow_state_00000007")),
+    )
+    assert set(weights) == {"waveglow"} and set(state) == {"optimizer", "steps", "epoch"}
+    assert state["steps"] == 7 and state["optimizer"]["state"][0]["step"] == 8
+    assert "WN.0.start.weight_g" in weights["waveglow"]  # NVIDIA's key names, weight norm kept
+    assert largest_file(cp) < 5 * 2**20
+    acc = scalar_tags(cp / "logs")
+    tags = acc.Tags()
+    for term in ("loss", "prior", "log_s", "log_det", "learning_rate"):
+        assert f"training/{term}" in tags["scalars"], term
+    loss = [e.value for e in acc.Scalars("training/loss")]
+    parts = [acc.Scalars(f"training/{t}")[-1].value for t in ("prior", "log_s", "log_det")]
+    assert len(loss) == 8 and all(map(math.isfinite, loss)) and math.isclose(sum(parts), loss[-1], rel_tol=1e-5)
+    assert max(loss[-3:]) < min(loss[:2]), loss  # maximum likelihood is learning
+    assert [e.step for e in acc.Scalars("validation/mel_spec_error")] == [0, 4]  # comparable with HiFi-GAN's
+    assert {"generated/y_hat_0", "gt/y_0"} <= set(tags["audio"])
+
+
+def test_waveglow_run_resumes_where_it_stopped(waveglow_run, tmp_path, capsys):
+    import shutil
+
+    from conftest import run_train
+
+    cp, data, config = waveglow_run
+    shutil.copytree(cp, tmp_path / "cp")
+    run_train(tmp_path, config=config, data=data, steps=10)
+    out = capsys.readouterr().out
+    resumed = f"{tmp_path}/cp/waveglow_00000007 and {tmp_path}/cp/waveglow_state_00000007 (step 7, epoch 7)"
+    assert f"Resuming from {resumed}" in out and "Steps : 8, Loss : " in out and "Steps : 7," not in out
+    assert load_checkpoint(str(tmp_path / "cp" / "waveglow_state_00000009"))["optimizer"]["state"][0]["step"] == 10
+
+
+def test_waveglow_checkpoint_through_the_synthesis_api(waveglow_run):
+    import numpy as np
+
+    from baselines.waveglow import WaveGlowVocoder
+    from synthesis import load_generator, vocode, vocode_batch
+
+    cp, _, _ = waveglow_run
+    generator, h = load_generator(str(cp / "waveglow_00000007"), device="cpu", sigma=0.0)
+    assert isinstance(generator, WaveGlowVocoder) and generator.sigma == 0.0
+    mel = torch.randn(20, 300, generator=torch.Generator().manual_seed(0)) - 5
+    one_shot = vocode(generator, h, mel, chunk_frames=None)
+    assert one_shot.shape == (300 * HOP,) and np.abs(one_shot).max() > 0
+    chunked = vocode(generator, h, mel, chunk_frames=64)  # overlap-save with 100 frames of context
+    np.testing.assert_allclose(chunked, one_shot, rtol=0, atol=1e-5)
+    seeded, _ = load_generator(str(cp / "waveglow_00000007"), device="cpu", seed=7)
+    mels = [mel[None, :, :40], mel[None, :, 100:125]]
+    batch = vocode_batch(seeded, h, mels)
+    alone = [vocode_batch(seeded, h, [m])[0] for m in mels]
+    for b, a in zip(batch, alone):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-6)  # an item's noise is its own, in any batch
+    assert [b.size for b in batch] == [40 * HOP, 25 * HOP]
+
+
+def test_waveglow_checkpoint_through_the_scripts(waveglow_run, tmp_path, capsys):
+    import csv
+
+    import numpy as np
+    import soundfile as sf
+
+    import evaluate
+    import export
+    import inference
+    import inference_e2e
+
+    cp, (wavs, _, _), _ = waveglow_run
+    checkpoint = str(cp / "waveglow_00000007")
+    for out in ("a", "b"):
+        inference.main(["--checkpoint_file", checkpoint, "--input_wavs_dir", wavs, "--output_dir",
+                        str(tmp_path / out), "--sigma", "0.5", "--seed", "3", "--denoiser_strength", "0.1"])  # fmt: skip
+    a, sr = sf.read(tmp_path / "a" / "clip0_generated.wav", dtype="int16")
+    b, _ = sf.read(tmp_path / "b" / "clip0_generated.wav", dtype="int16")
+    assert sr == 22050 and a.shape == (int(0.6 * 22050) // HOP * HOP,) and np.array_equal(a, b)  # --seed
+    (tmp_path / "mels").mkdir()
+    np.save(tmp_path / "mels" / "m.npy", np.full((20, 7), -5.0, dtype=np.float32))
+    inference_e2e.main(["--checkpoint_file", checkpoint, "--input_mels_dir", str(tmp_path / "mels"),
+                        "--output_dir", str(tmp_path / "e2e")])  # fmt: skip
+    assert sf.info(tmp_path / "e2e" / "m_generated_e2e.wav").frames == 7 * HOP
+    evaluate.main(["--reference_dir", wavs, "--checkpoint_file", checkpoint, "--metrics", "mel_l1",
+                   "--output_csv", str(tmp_path / "m.csv"), "--device", "cpu"])  # fmt: skip
+    with open(tmp_path / "m.csv") as f:
+        assert 0 < float(next(r for r in csv.DictReader(f) if r["file"] == "MEAN")["mel_l1"]) < 20
+    capsys.readouterr()
+    for main, extra in ((export.main, []), (inference.main, ["--input_wavs_dir", wavs, "--workers", "2"])):
+        with pytest.raises(SystemExit) as e:
+            main(["--checkpoint_file", checkpoint, "--output_dir", str(tmp_path / "x"), *extra])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and len(err) == 1 and err[0].startswith("error: "), err
+    assert "WaveGlow" in err[0] or "waveglow" in err[0]
