@@ -64,10 +64,13 @@ def list_inputs(folder: str, kind: str) -> list[str]:
 
 
 def estimate_frames(path: str, kind: str, h) -> int:
-    """Cheap length of an input in mel frames (header only), for sorting; 0 if unreadable."""
+    """Cheap length of an input in mel frames (header only), for sorting and the workload
+    estimate; 0 if unreadable."""
     try:
         if kind == "mel":
             shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+            if len(shape) >= 2 and h.num_mels in shape[-2:]:  # (..., num_mels, T) or (T, num_mels)
+                return int(shape[-1] if shape[-2] == h.num_mels else shape[-2])
             return int(max(shape)) if shape else 0
         import soundfile as sf
 

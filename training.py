@@ -355,7 +355,7 @@ LR_SCHEDULES = {  # r9y9/wavenet_vocoder lrschedule.py: the config's lr_schedule
     "step_learning_rate_decay": lambda step, anneal_rate=0.5, anneal_interval=200000: (
         anneal_rate ** (step // anneal_interval)
     ),
-    None: lambda step: 1.0,
+    None: lambda step, **unused: 1.0,  # constant (lr_schedule_kwargs ignored)
 }
 
 

@@ -645,12 +645,12 @@ class WaveNetVocoder(nn.Module):
         rate = self.samples_per_second()
         eta = seconds * sampling_rate / rate
         notify(
-            f"WaveNet generates sample by sample: {seconds:.1f} s of audio at about {rate:.0f} samples/s "
+            f"WaveNet generates sample by sample: {seconds:.3g} s of audio at about {rate:.0f} samples/s "
             f"(measured now, batch 1) takes about {_duration(eta)}; batching files (--batch_size) is faster"
         )
         if seconds > self.max_seconds:
             raise UserError(
-                f"WaveNet: {seconds:.1f} s of audio is more than --max_seconds {self.max_seconds:g} (about "
+                f"WaveNet: {seconds:.3g} s of audio is more than --max_seconds {self.max_seconds:g} (about "
                 f"{_duration(eta)} here); pass --max_seconds {math.ceil(seconds)} to generate it anyway"
             )
 

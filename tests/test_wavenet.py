@@ -19,7 +19,7 @@ from baselines.wavenet import (
     wavenet_loss,
     wavenet_params,
 )
-from utils import ConfigError, load_config
+from utils import ConfigError, load_checkpoint, load_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -381,3 +381,109 @@ def test_small_config_loss_falls_with_adam():
         losses.append(loss.item())
     assert all(math.isfinite(v) for v in losses)
     assert losses[-1] < losses[0] - 0.5, losses
+
+
+# ---------------------------------------------------------------------------------------------
+# Trained by train.py (per-step schedule, EMA weights), then through the synthesis API and scripts
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def wavenet_run(tmp_path_factory):
+    """8 steps of train.py on a tiny WaveNet (constant lr 1e-3, EMA 0.9):
+    (checkpoint folder, the data, the config path)."""
+    from conftest import TINY_WAVENET, make_training_data, run_train, write_baseline_config
+
+    tmp = tmp_path_factory.mktemp("wavenet_run")
+    config = write_baseline_config(tmp, "wavenet_small", ema_decay=0.9, **TINY_WAVENET)
+    data = make_training_data(tmp / "data", n=2)
+    cp = run_train(tmp, "--checkpoint_interval", "4", "--validation_interval", "4", config=config, steps=8, data=data)
+    return cp, data, config
+
+
+def test_train_py_trains_wavenet_with_ema_weights(wavenet_run):
+    from conftest import scalar_tags
+
+    cp, _, _ = wavenet_run
+    names = {f"{p}_{s:08d}" for p in ("wavenet", "wavenet_state") for s in (4, 7)}
+    assert set(os.listdir(cp)) == {"config.json", "logs"} | names
+    weights, state = load_checkpoint(str(cp / "wavenet_00000007")), load_checkpoint(str(cp / "wavenet_state_00000007"))
+    assert set(weights) == {"wavenet", "wavenet_ema"} and set(state) == {"optimizer", "steps", "epoch"}
+    model, ema = weights["wavenet"], weights["wavenet_ema"]
+    assert model.keys() == ema.keys() and not torch.equal(model["first_conv.weight_v"], ema["first_conv.weight_v"])
+    acc = scalar_tags(cp / "logs")
+    loss = [e.value for e in acc.Scalars("training/loss")]
+    assert len(loss) == 8 and all(map(math.isfinite, loss)) and max(loss[-3:]) < min(loss[:2]), loss
+    assert [e.step for e in acc.Scalars("validation/mel_spec_error")] == [0, 4]
+    assert "generated/y_hat_0" in acc.Tags()["audio"]
+
+
+def test_ema_update_is_r9y9s_formula():
+    from training import ema_update
+
+    torch.manual_seed(0)
+    model, average = WaveNet(tiny_h()), WaveNet(tiny_h())
+    before = {k: v.clone() for k, v in average.state_dict().items()}
+    ema_update(average, model, 0.99)
+    for k, v in average.state_dict().items():
+        torch.testing.assert_close(v, 0.99 * before[k] + 0.01 * model.state_dict()[k], rtol=0, atol=1e-6)
+
+
+def test_noam_schedule_per_step_resumes_at_its_step():
+    from env import AttrDict
+    from training import LR_SCHEDULES, per_step_schedulers
+
+    h = AttrDict(learning_rate=1e-3, lr_schedule="noam_learning_rate_decay", lr_schedule_kwargs={"warmup_steps": 4})
+    factor = LR_SCHEDULES[h.lr_schedule]
+    # r9y9 lrschedule.py: lr = init * warmup^0.5 * min(step * warmup^-1.5, step^-0.5), step = global step + 1
+    assert [round(factor(s, 4), 6) for s in (0, 3, 8)] == [0.25, 1.0, round(2 / 3, 6)]
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    (scheduler,) = per_step_schedulers({"optimizer": opt}, h, -1, 0).per_step
+    lrs = []
+    for _ in range(6):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        scheduler.step()
+    resumed = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    per_step_schedulers({"optimizer": resumed}, h, 0, 3)  # a run resumed before its step 3
+    assert lrs == pytest.approx([1e-3 * factor(s, 4) for s in range(6)])
+    assert resumed.param_groups[0]["lr"] == pytest.approx(lrs[3])
+
+
+def test_wavenet_checkpoint_synthesizes_from_the_ema_weights(wavenet_run, tmp_path, capsys):
+    import numpy as np
+    import soundfile as sf
+
+    import inference_e2e
+    from baselines.wavenet import WaveNetVocoder
+    from synthesis import load_generator, vocode_batch
+
+    cp, _, _ = wavenet_run
+    checkpoint = str(cp / "wavenet_00000007")
+    generator, h = load_generator(checkpoint, device="cpu", seed=5)
+    assert isinstance(generator, WaveNetVocoder)
+    ema = load_checkpoint(checkpoint)["wavenet_ema"]
+    folded = WaveNet(h)
+    folded.load_state_dict(ema)
+    folded.remove_weight_norm()
+    torch.testing.assert_close(generator.wavenet.state_dict(), folded.state_dict(), rtol=0, atol=0)
+    mels = [torch.randn(1, 80, n, generator=torch.Generator().manual_seed(n)) - 5 for n in (3, 1)]
+    batch = vocode_batch(generator, h, mels)
+    alone = [vocode_batch(generator, h, [m])[0] for m in mels]
+    assert [b.size for b in batch] == [3 * HOP, HOP]
+    for b, a in zip(batch, alone):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-5)
+    (tmp_path / "mels").mkdir()
+    np.save(tmp_path / "mels" / "m.npy", mels[0][0].numpy())
+    inference_e2e.main(["--checkpoint_file", checkpoint, "--input_mels_dir", str(tmp_path / "mels"),
+                        "--output_dir", str(tmp_path / "out"), "--seed", "1"])  # fmt: skip
+    out = capsys.readouterr().err
+    assert sf.info(tmp_path / "out" / "m_generated_e2e.wav").frames == 3 * HOP
+    assert "note: WaveNet generates sample by sample: 0.0348 s of audio at about " in out
+    with pytest.raises(SystemExit) as e:
+        inference_e2e.main(["--checkpoint_file", checkpoint, "--input_mels_dir", str(tmp_path / "mels"),
+                            "--output_dir", str(tmp_path / "out"), "--max_seconds", "0.01"])  # fmt: skip
+    note, error = capsys.readouterr().err.strip().splitlines()  # the estimate, then one error line
+    assert e.value.code == 2 and note.startswith("note: WaveNet generates sample by sample: 0.0348 s of audio")
+    assert error.startswith("error: WaveNet: 0.0348 s of audio is more than --max_seconds 0.01 (about "), error
+    assert error.endswith("pass --max_seconds 1 to generate it anyway"), error
