@@ -127,14 +127,18 @@ def seed_and_backends(h, device: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = True
 
 
-def step_context(models: dict, device: torch.device, world_size: int, a) -> StepContext:
+def step_context(models: dict, family: Family, device: torch.device, world_size: int, a) -> StepContext:
     """The modules that run the step: DDP-wrapped for several processes (the plain modules are
     saved: DDP is unwrapped here and nowhere else), compiled with --compile; AMP and its scaler."""
     run = frozen_run = models
     if world_size > 1:  # a module trained by no optimizer (an EMA copy) stays unwrapped
         ids = [device.index] if device.type == "cuda" else None
         trained = {k for k, m in models.items() if any(p.requires_grad for p in m.parameters())}
-        run = {k: DistributedDataParallel(m, device_ids=ids) if k in trained else m for k, m in models.items()}
+        unused = family.unused_parameters
+        run = {
+            k: DistributedDataParallel(m, device_ids=ids, find_unused_parameters=unused) if k in trained else m
+            for k, m in models.items()
+        }
     if a.compile:
         run = {k: torch.compile(m) for k, m in run.items()}
         frozen_run = {k: torch.compile(m) for k, m in models.items()} if world_size > 1 else run
@@ -506,7 +510,7 @@ def train(local_rank: int, a, h, world_size: int, rank_offset: int = 0) -> None:
     state = load_newest(a.checkpoint_path, family, {**models, **optimizers}, device, is_master)
     steps, last_epoch = (0, -1) if state is None else (state["steps"] + 1, state["epoch"])
     schedules = family.build_schedulers(optimizers, h, last_epoch, steps)
-    ctx = step_context(models, device, world_size, a)
+    ctx = step_context(models, family, device, world_size, a)
     sampler, train_loader, validation_loader = build_loaders(
         a, h, batch_size, world_size, rank, is_master, pin=device.type == "cuda"
     )

@@ -79,6 +79,7 @@ class Family(NamedTuple):
     - synthesize(models, h) -> the module that maps a mel (B, M, F) to audio (B, 1, T) (validation)
     - stdout_terms: ((label, term name), ...) of the stdout line
     - check_config(h, source): `ConfigError` for a config key the recipe cannot train
+    - unused_parameters: some trained parameters get no gradient in a step (DDP must look for them)
     """
 
     build_models: Callable
@@ -89,6 +90,7 @@ class Family(NamedTuple):
     synthesize: Callable
     stdout_terms: tuple
     check_config: Callable
+    unused_parameters: bool = False
 
 
 class Schedules(NamedTuple):
@@ -433,4 +435,6 @@ WAVENET = Family(
     synthesize=wavenet_synthesizer,
     stdout_terms=(("Loss", "loss"),),
     check_config=wavenet_check,
+    # NOTE: the last layer's residual 1x1 feeds nothing (r9y9's structure, kept for its keys)
+    unused_parameters=True,
 )

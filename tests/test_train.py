@@ -112,13 +112,28 @@ def test_learning_mel_error_falls(tmp_path):
     assert values[1] < 0.6 * values[0], values
 
 
-@pytest.mark.parametrize("variant", [None, "configs/baselines/config_melgan.json"])
+# config -> (its loss tag, its weights file at step 0, the entry holding the weights)
+AMP_VARIANTS = {
+    None: ("training/gen_loss_total", "g_00000000", "generator"),
+    "configs/baselines/config_melgan.json": ("training/gen_loss_total", "g_00000000", "generator"),
+    "waveglow": ("training/loss", "waveglow_00000000", "waveglow"),
+    "wavenet_small": ("training/loss", "wavenet_00000000", "wavenet"),
+}
+
+
+@pytest.mark.parametrize("variant", list(AMP_VARIANTS), ids=str)
 def test_bf16_autocast_step_on_cpu(tmp_path, variant):
-    config = variant_config(tmp_path, variant) if variant else None
+    from conftest import TINY_WAVEGLOW, TINY_WAVENET, write_baseline_config
+
+    tiny = {"waveglow": TINY_WAVEGLOW, "wavenet_small": TINY_WAVENET}
+    if variant in tiny:
+        config = write_baseline_config(tmp_path / "config", variant, **tiny[variant])
+    else:
+        config = variant_config(tmp_path, variant) if variant else None
     cp = run_train(tmp_path, "--amp", "bf16", config=config, steps=1)
-    acc = scalar_tags(cp / "logs")
-    assert np.isfinite(acc.Scalars("training/gen_loss_total")[0].value)
-    weights = load_checkpoint(str(cp / "g_00000000"))["generator"]
+    tag, weights_file, entry = AMP_VARIANTS[variant]
+    assert np.isfinite(scalar_tags(cp / "logs").Scalars(tag)[0].value)
+    weights = load_checkpoint(str(cp / weights_file))[entry]
     assert all(w.dtype == torch.float32 for w in weights.values())  # AMP keeps the saved weights fp32
 
 
@@ -288,3 +303,23 @@ def test_resuming_into_another_variant_is_one_clear_error(tmp_path, capsys, one_
     run_train(tmp_path, config=no_mpd, steps=2)  # its own config resumes it
     assert f"Resuming from {cp}/g_00000000 and {cp}/do_00000000 (step 0, epoch 0)" in capsys.readouterr().out
     assert set(load_checkpoint(str(cp / "do_00000001"))) == {"msd", "optim_g", "optim_d", "steps", "epoch"}
+
+
+def test_ddp_torchrun_wavenet_keeps_its_ema_unwrapped(tmp_path):
+    """WaveNet under torchrun (2 processes): the EMA copy trains through no optimizer, so it is not
+    DDP-wrapped (DDP refuses a module without trainable parameters); both entries saved plain."""
+    from conftest import TINY_WAVENET, write_baseline_config
+
+    wavs, tr, va = make_data(tmp_path / "data", n=4)
+    config = write_baseline_config(tmp_path / "config", "wavenet_small", batch_size=4, **TINY_WAVENET)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    argv = [*torchrun, os.path.join(REPO, "train.py"), "--config", config, "--input_wavs_dir", wavs,
+            "--input_training_file", tr, "--input_validation_file", va, "--checkpoint_path", str(tmp_path / "cp"),
+            "--training_steps", "2", "--stdout_interval", "1", "--device", "cpu"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    r = subprocess.run(argv, capture_output=True, text=True, env={**env, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("Steps : 1,") == 1
+    weights = load_checkpoint(str(tmp_path / "cp" / "wavenet_00000001"))
+    assert set(weights) == {"wavenet", "wavenet_ema"}
+    assert not any(k.startswith("module.") for entry in weights.values() for k in entry)

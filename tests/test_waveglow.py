@@ -505,3 +505,21 @@ def test_waveglow_checkpoint_through_the_scripts(waveglow_run, tmp_path, capsys)
         err = capsys.readouterr().err.strip().splitlines()
         assert e.value.code == 2 and len(err) == 1 and err[0].startswith("error: "), err
     assert "WaveGlow" in err[0] or "waveglow" in err[0]
+
+
+def test_converted_nvidia_file_vocodes_through_load_generator(tmp_path):
+    """The README's recipe output ({"model": state dict}, weight norm kept, NVIDIA's keys) is a
+    checkpoint the synthesis API and scripts take as it is, given the config."""
+    from conftest import TINY_WAVEGLOW, write_baseline_config
+
+    from synthesis import load_generator
+
+    config = write_baseline_config(tmp_path, "waveglow", **TINY_WAVEGLOW)
+    h = load_config(config)
+    torch.manual_seed(0)
+    model = perturbed(WaveGlow(h))
+    torch.save({"model": model.state_dict()}, tmp_path / "waveglow_256channels_state_dict.pt")
+    generator, _ = load_generator(str(tmp_path / "waveglow_256channels_state_dict.pt"), config, "cpu", sigma=0.0)
+    mel = torch.randn(1, 20, 5, generator=torch.Generator().manual_seed(1)) - 5
+    model.remove_weight_norm()
+    torch.testing.assert_close(generator(mel), model.infer(mel, sigma=0.0)[:, None], rtol=0, atol=1e-6)
