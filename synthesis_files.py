@@ -324,7 +324,10 @@ SHARED_OPTIONS = (
             help="WaveGlow: subtract this x its bias spectrum (default: the config's, 0 = off)",
         ),
     ),
-    ("--seed", dict(type=int, default=None, help="WaveGlow, WaveNet: seed of each file's noise (default: random)")),
+    (
+        "--seed",
+        dict(type=int, default=None, help="WaveGlow, WaveNet: seed of each file's noise (default: the config's seed)"),
+    ),
     (
         "--max_seconds",
         dict(

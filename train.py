@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from env import build_env
 from meldataset import MelDataset, make_demo_dataset, mel_from_config, read_filelist
-from training import GAN, WAVEGLOW, WAVENET, Family, StepContext
+from training import FAMILIES, Family, StepContext
 from utils import (
     CHECKPOINT_DIGITS,
     CheckpointError,
@@ -52,9 +52,6 @@ from utils import (
     scan_checkpoint,
 )
 
-# model_family -> its training recipe (training.py); one line per system. MelGAN and HiFi-GAN share
-# the GAN recipe: their config keys choose the generator, discriminators, losses and optimizer.
-FAMILIES = {"hifigan": GAN, "melgan": GAN, "waveglow": WAVEGLOW, "wavenet": WAVENET}
 MAX_CONSECUTIVE_NONFINITE = 20  # skipped steps in a row that stop the run
 MAX_PRINTED_WARNINGS = 10  # data-check warnings of one kind printed at start (check_data.py lists all)
 NUM_LOGGED_VALIDATION_ITEMS = 5  # audio and spectrogram figures for items 0..4, as the original

@@ -4,7 +4,8 @@ A recipe is a `Family` of plain functions: its models, optimizers and schedulers
 `train_step`, its checkpoint layout, the module that synthesizes for validation and the terms of
 its stdout line. train.py owns everything else (DDP, AMP, resume, atomic checkpoints, signals,
 data checks, TensorBoard) and picks the recipe by the config key `model_family` (default
-"hifigan"). A new system adds its own file, its config and one line in `train.FAMILIES`.
+"hifigan"). A new system adds its own file, its config and one line in `FAMILIES` (the end of this
+file).
 
 `GAN` is the paper's recipe (section 2.4): AdamW, ExponentialLR per epoch, a discriminator step
 (MPD + MSD) then a generator step (adversarial + 2 x feature matching + 45 x mel L1). Optional
@@ -438,3 +439,8 @@ WAVENET = Family(
     # NOTE: the last layer's residual 1x1 feeds nothing (r9y9's structure, kept for its keys)
     unused_parameters=True,
 )
+
+
+# model_family -> its training recipe; one line per system. MelGAN and HiFi-GAN share the GAN
+# recipe: their config keys choose the generator, discriminators, losses and optimizer.
+FAMILIES = {"hifigan": GAN, "melgan": GAN, "waveglow": WAVEGLOW, "wavenet": WAVENET}

@@ -476,8 +476,10 @@ class WaveGlowVocoder(nn.Module):
 
     @classmethod
     def from_config(cls, waveglow: WaveGlow, h, sigma=None, denoiser_strength=None, seed=None) -> "WaveGlowVocoder":
-        """Unset settings come from the config (`infer_sigma`, `denoiser_strength`) or the
-        published defaults (sigma 0.6, no denoiser)."""
+        """Unset settings come from the config (`infer_sigma`, `denoiser_strength`, `seed`: the same
+        audio at every run) or the published defaults (sigma 0.6, no denoiser)."""
+        if seed is None:
+            seed = h.get("seed")
         if sigma is None:
             sigma = h.get("infer_sigma", SYNTHESIS_SIGMA)
         if denoiser_strength is None:

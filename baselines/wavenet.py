@@ -602,6 +602,8 @@ class WaveNetVocoder(nn.Module):
 
     @classmethod
     def from_config(cls, wavenet: WaveNet, h, seed=None, max_seconds=None) -> "WaveNetVocoder":
+        """Unset settings: the config's `seed` (the same audio at every run), 10 s of audio at most."""
+        seed = h.get("seed") if seed is None else seed
         return cls(wavenet, seed, DEFAULT_MAX_SECONDS if max_seconds is None else max_seconds)
 
     def engine(self) -> "WaveNetEngine":

@@ -18,7 +18,6 @@ train.py that a config needs works here too.
 
 import argparse
 import csv
-import glob
 import json
 import os
 import subprocess
@@ -29,6 +28,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from meldataset import read_filelist  # noqa: E402
+from training import FAMILIES  # noqa: E402
+from utils import load_config, scan_checkpoint  # noqa: E402
 
 METRICS = "mel_l1,mrstft,pesq"
 COLUMNS = ("mel_l1", "mrstft", "pesq_wb")  # evaluate.py's CSV columns, in the table's order
@@ -62,9 +63,13 @@ def write_run_config(config_path: str, run_dir: str, overrides: dict, seed: int)
 
 
 def newest_generator(run_dir: str) -> str | None:
-    """The newest generator checkpoint of a run folder (g_ or another family's prefix), or None."""
-    found = sorted(p for p in glob.glob(os.path.join(run_dir, "*_[0-9]*")) if not os.path.basename(p).startswith("do_"))
-    return found[-1] if found else None
+    """The newest generator checkpoint of a run folder (the first file of its family's checkpoint
+    layout: g_, waveglow_, wavenet_), or None."""
+    config = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(config):
+        return None
+    family = FAMILIES[load_config(config).get("model_family", "hifigan")]
+    return scan_checkpoint(run_dir, family.checkpoint_layout[0][0])
 
 
 def steps_of(checkpoint: str) -> int:

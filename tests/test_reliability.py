@@ -20,6 +20,7 @@ from conftest import REPO, harmonic, scalar_tags, tiny_config, write_wav
 from train_runner import nan_at
 
 import train
+import training
 from utils import CheckpointError, list_checkpoints, load_checkpoint, remove_temp_files
 
 SEED = 1234  # kill points
@@ -160,7 +161,7 @@ def tiny_pair(seed: int):
 
 def save_pair(cp, steps: int, seed: int, keep: int = 0) -> dict:
     models, optims = tiny_pair(seed)
-    train.save_checkpoints(str(cp), steps, 0, train.GAN, {**models, **optims}, keep)
+    train.save_checkpoints(str(cp), steps, 0, training.GAN, {**models, **optims}, keep)
     return models
 
 
@@ -175,7 +176,7 @@ def test_broken_newest_checkpoint_falls_back_to_older(tmp_path, capsys):
     (cp / "do_00000003").write_bytes(data[: len(data) // 2])  # truncated
     models, optims = tiny_pair(seed=9)
     capsys.readouterr()
-    state = train.load_newest(str(cp), train.GAN, {**models, **optims}, "cpu", True)
+    state = train.load_newest(str(cp), training.GAN, {**models, **optims}, "cpu", True)
     out = capsys.readouterr().out
     assert f"WARNING: skipping checkpoint 00000003: {cp}/do_00000003: cannot be read as a checkpoint" in out
     assert "WARNING: skipping checkpoint 00000002: Error(s) in loading state_dict for Linear: size mismatch" in out
@@ -185,9 +186,9 @@ def test_broken_newest_checkpoint_falls_back_to_older(tmp_path, capsys):
         torch.testing.assert_close(loaded.state_dict(), saved.state_dict(), rtol=0, atol=0)
     (cp / "g_00000001").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match=r"cp: none of its 3 checkpoint pair\(s\) loads"):
-        train.load_newest(str(cp), train.GAN, {**models, **optims}, "cpu", True)
+        train.load_newest(str(cp), training.GAN, {**models, **optims}, "cpu", True)
     assert (
-        train.load_newest(str(tmp_path), train.GAN, {**models, **optims}, "cpu", True) is None
+        train.load_newest(str(tmp_path), training.GAN, {**models, **optims}, "cpu", True) is None
     )  # no checkpoints: start
 
 
@@ -252,7 +253,7 @@ def test_nan_batches_are_skipped_and_counted_silent_clips_are_not_nan(tmp_path, 
     (tmp_path / "data" / "train.txt").write_text("silent|\nquiet|\n")
     (tmp_path / "data" / "val.txt").write_text("val|\n")
     data = (str(wavs), str(tmp_path / "data" / "train.txt"), str(tmp_path / "data" / "val.txt"))
-    monkeypatch.setitem(train.FAMILIES, "hifigan", nan_at(train.GAN, {1, 3, 4}))
+    monkeypatch.setitem(train.FAMILIES, "hifigan", nan_at(training.GAN, {1, 3, 4}))
     monkeypatch.setattr(train, "MAX_CONSECUTIVE_NONFINITE", 2)
     argv = base_argv(tmp_path, data) + ["--checkpoint_interval", "2", "--training_steps", "10"]
     with pytest.raises(SystemExit) as e:
