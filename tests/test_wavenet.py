@@ -418,6 +418,27 @@ def test_train_py_trains_wavenet_with_ema_weights(wavenet_run):
     assert "generated/y_hat_0" in acc.Tags()["audio"]
 
 
+def test_wavenet_run_resumes_with_its_ema(wavenet_run, tmp_path, capsys):
+    import shutil
+
+    from conftest import run_train
+
+    cp, data, config = wavenet_run
+    shutil.copytree(cp, tmp_path / "cp")
+    run_train(tmp_path, config=config, data=data, steps=10)
+    resumed = f"{tmp_path}/cp/wavenet_00000007 and {tmp_path}/cp/wavenet_state_00000007 (step 7, epoch 7)"
+    assert f"Resuming from {resumed}" in capsys.readouterr().out
+    before, after = (load_checkpoint(str(tmp_path / "cp" / f"wavenet_{s:08d}")) for s in (7, 9))
+    state = load_checkpoint(str(tmp_path / "cp" / "wavenet_state_00000009"))
+    assert state["optimizer"]["state"][0]["step"] == 10
+    # The EMA went on from the saved one: two updates of decay 0.9 give
+    # 0.81 ema_7 + 0.09 w_8 + 0.1 w_9, which is 0.81 ema_7 + 0.19 w_9 up to 0.09 (w_8 - w_9), one
+    # Adam step of lr 1e-3 (the EMA and the weights of step 7 differ by up to 5e-3, a restart more).
+    for key, ema in after["wavenet_ema"].items():
+        expected = 0.81 * before["wavenet_ema"][key] + 0.19 * after["wavenet"][key]
+        torch.testing.assert_close(ema, expected, rtol=0, atol=5e-4)
+
+
 def test_ema_update_is_r9y9s_formula():
     from training import ema_update
 
