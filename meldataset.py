@@ -362,6 +362,10 @@ class MelDataset(torch.utils.data.Dataset):
     short clips are zero-padded. Fine-tuning reads the teacher-forced mel
     `<base_mels_path>/<name>.npy` instead and crops mel and audio together. `n_cache_reuse`: how
     many further items reuse a loaded clip (the original's cache; training uses 0).
+
+    An item is `dataset[index]` (crops from the global `random`, as the original) or
+    `dataset[(epoch, index)]`: crops from a generator seeded with (h.seed, epoch, index), so an item
+    is the same in any worker process and after any resume (train.py's `EpochSampler` asks so).
     """
 
     def __init__(
@@ -393,7 +397,7 @@ class MelDataset(torch.utils.data.Dataset):
             audio = (normalize(audio.astype(np.float64)) * NORMALIZE_PEAK).astype(np.float32)
         return audio
 
-    def _teacher_forced(self, filename: str, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _teacher_forced(self, filename: str, audio: torch.Tensor, rng=random) -> tuple[torch.Tensor, torch.Tensor]:
         """Fine-tuning: the clip's `.npy` mel (1, M, F) and its (1, T) audio, reconciled and, with
         `split`, cropped together to ceil(segment_size / hop_size) frames."""
         segment_size, hop_size = self.h.segment_size, self.h.hop_size
@@ -406,7 +410,7 @@ class MelDataset(torch.utils.data.Dataset):
             if mel.size(2) >= frames_per_seg:
                 # NOTE: the original draws from [0, frames - frames_per_seg - 1] and crashes
                 # when a mel has exactly frames_per_seg frames; the last start is valid.
-                mel_start = random.randint(0, mel.size(2) - frames_per_seg)
+                mel_start = rng.randint(0, mel.size(2) - frames_per_seg)
                 mel = mel[:, :, mel_start : mel_start + frames_per_seg]
                 audio = audio[:, mel_start * hop_size : (mel_start + frames_per_seg) * hop_size]
             else:
@@ -414,7 +418,11 @@ class MelDataset(torch.utils.data.Dataset):
                 audio = torch.nn.functional.pad(audio, (0, segment_size - audio.size(1)), "constant")
         return mel, audio
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int | tuple[int, int]):
+        rng = random
+        if isinstance(index, tuple):  # (epoch, index): the item's own crops (see the class docstring)
+            rng = random.Random(f"{self.h.get('seed', 1234)}:{index[0]}:{index[1]}")
+            index = index[1]
         filename = self.audio_files[index]
         if self._cache_ref_count == 0:
             audio = self._load(filename)
@@ -430,13 +438,13 @@ class MelDataset(torch.utils.data.Dataset):
             segment_size = self.h.segment_size
             if self.split:
                 if audio.size(1) >= segment_size:
-                    audio_start = random.randint(0, audio.size(1) - segment_size)
+                    audio_start = rng.randint(0, audio.size(1) - segment_size)
                     audio = audio[:, audio_start : audio_start + segment_size]
                 else:
                     audio = torch.nn.functional.pad(audio, (0, segment_size - audio.size(1)), "constant")
             mel = mel_from_config(audio, self.h)
         else:
-            mel, audio = self._teacher_forced(filename, audio)
+            mel, audio = self._teacher_forced(filename, audio, rng)
 
         mel_loss = mel_from_config(audio, self.h, fmax_for_loss=True)
         return mel.squeeze(), audio.squeeze(0), filename, mel_loss.squeeze()

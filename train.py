@@ -19,13 +19,18 @@ Checkpoints `g_XXXXXXXX` / `do_XXXXXXXX` (the authors' format) go to --checkpoin
 import argparse
 import collections
 import datetime
+import faulthandler
 import math
 import os
+import random
+import shutil
 import signal
 import sys
 import time
 import warnings
+from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -58,7 +63,10 @@ NUM_LOGGED_VALIDATION_ITEMS = 5  # audio and spectrogram figures for items 0..4,
 NUM_METRIC_VALIDATION_ITEMS = 3  # --validation_metrics: PESQ and MR-STFT on the first 3 clips
 VALIDATION_METRIC_TAGS = {"pesq_wb": "validation/pesq", "mrstft": "validation/mrstft"}  # metrics column -> tag
 STOP_AGREEMENT_STEPS = 5  # several processes agree on a signal every 5 steps (one all_reduce)
-DIST_TIMEOUT = datetime.timedelta(hours=2)  # ranks wait at a barrier during rank-0 validation
+DIST_TIMEOUT = datetime.timedelta(hours=2)  # ranks wait at a barrier during rank-0 validation and saving
+COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=10)  # every other collective: a dead rank fails the others
+LAUNCHER_POLL_SECONDS = 1.0  # how often a torchrun worker checks that torchrun is alive
+DISK_MARGIN = 1.05  # a checkpoint needs its tensors' bytes plus a little for the pickle
 DEMO_DIR = "demo_data"
 DEMO_CLIPS = 24  # --demo: synthetic training clips (and 4 validation clips)
 
@@ -79,8 +87,12 @@ def str2bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
 
 
-def setup_distributed(local_rank: int, world_size: int, rank: int, a, h) -> torch.device:
-    """Join the process group (when world_size > 1) and return this process's device."""
+def setup_distributed(local_rank: int, world_size: int, rank: int, a, h):
+    """Join the process group (when world_size > 1) -> (this process's device, the group whose
+    barrier waits for rank 0's validation and checkpoint writes, or None for one process).
+
+    Collectives time out after COLLECTIVE_TIMEOUT, so a rank that dies (or hangs) stops the others
+    instead of leaving them waiting; only the barrier group waits DIST_TIMEOUT."""
     device_type = a.device
     if device_type == "cuda":
         device = torch.device("cuda", local_rank)
@@ -90,16 +102,17 @@ def setup_distributed(local_rank: int, world_size: int, rank: int, a, h) -> torc
     if world_size > 1:
         backend = h.dist_config["dist_backend"] if device.type == "cuda" else "gloo"
         if "RANK" in os.environ:  # torchrun: rendezvous from the environment
-            dist.init_process_group(backend=backend, timeout=DIST_TIMEOUT)
+            dist.init_process_group(backend=backend, timeout=COLLECTIVE_TIMEOUT)
         else:  # mp.spawn on one machine, as the original
             dist.init_process_group(
                 backend=backend,
                 init_method=h.dist_config["dist_url"],
                 world_size=world_size,
                 rank=rank,
-                timeout=DIST_TIMEOUT,
+                timeout=COLLECTIVE_TIMEOUT,
             )
-    return device
+        return device, dist.new_group(backend="gloo", timeout=DIST_TIMEOUT)  # host-side barrier only
+    return device, None
 
 
 def family_of(h, source: str = "config") -> Family:
@@ -191,6 +204,31 @@ def load_newest(cp_dir: str, family: Family, objects: dict, device, is_master: b
     return None
 
 
+def init_from_lone_weights(cp_dir: str, family: Family, models: dict, device, is_master: bool) -> None:
+    """A folder without a complete checkpoint but with a weights file (a pretrained `g_02500000`
+    copied in without its `do_`): start its models (the generator) from the newest such file, the
+    others and the optimizers fresh, and say so in one line. Fine-tuning from a pretrained
+    generator is this; without it the file would be silently ignored."""
+    prefix, names = family.checkpoint_layout[0]
+    lone = list_checkpoints(cp_dir, prefix)
+    if not lone or len(family.checkpoint_layout) == 1:
+        return
+    path = lone[-1]
+    loaded = load_checkpoint(path, device)
+    started = [n for n in names if n in models and n in loaded]
+    if not started:
+        raise CheckpointError(f"{path}: no {' or '.join(repr(n) for n in names)} entry; remove it from {cp_dir}")
+    for name in started:
+        models[name].load_state_dict(loaded[name])
+    if is_master:
+        twin = family.checkpoint_layout[-1][0] + path[-CHECKPOINT_DIGITS:]
+        print(
+            f"Starting the {' and '.join(started)} from {path} (no {twin} beside it: everything else starts "
+            "fresh, at step 0)",
+            flush=True,
+        )
+
+
 def read_entries(path: str, names, objects: dict, complete: str, device) -> dict:
     """One checkpoint file, checked against the objects of this run: each of `names` that the run
     has must be in the file, and the file may hold no entry of `names` the run lacks (a variant
@@ -205,16 +243,26 @@ def read_entries(path: str, names, objects: dict, complete: str, device) -> dict
     return loaded
 
 
-def save_checkpoints(cp_dir: str, steps: int, epoch: int, family: Family, objects: dict, keep: int) -> None:
+def save_checkpoints(
+    cp_dir: str, steps: int, epoch: int, family: Family, objects: dict, keep: int, extra: dict | None = None
+) -> None:
     """Write the files of checkpoint `steps` atomically in layout order (HiFi-GAN: `g_` then
-    `do_`, which also holds steps and epoch and so marks a complete pair), then prune all but the
-    newest `keep` (0 keeps all). `objects`: the models and optimizers by name. A failed write
-    raises `CheckpointError` and keeps every older checkpoint."""
+    `do_`, which also holds steps, epoch and `extra` (the position in the epoch and the random
+    state, `progress_state`) and so marks a complete pair), then prune all but the newest `keep`
+    (0 keeps all). `objects`: the models and optimizers by name. A checkpoint that cannot fit on
+    the disk, or a failed write, raises `CheckpointError` and keeps every older checkpoint."""
     paths = checkpoint_files(cp_dir, family, steps)
     layout = family.checkpoint_layout
     states = [{name: objects[name].state_dict() for name in names if name in objects} for _, names in layout]
-    states[-1].update(steps=steps, epoch=epoch)
+    states[-1].update(steps=steps, epoch=epoch, **(extra or {}))
     previous = scan_checkpoint(cp_dir, family.checkpoint_layout[-1][0])
+    resume = f"from {os.path.basename(previous)}, which is intact" if previous else "from the start"
+    need, free = int(tensor_bytes(states) * DISK_MARGIN), free_bytes(cp_dir)
+    if free < need:
+        raise CheckpointError(
+            f"{cp_dir}: {free / 1e9:.2f} GB free, checkpoint {steps:08d} needs {need / 1e9:.2f} GB; free disk space "
+            f"or use another --checkpoint_path, then restart: training resumes {resume}"
+        )
     try:
         for path, state in zip(paths, states):
             save_checkpoint(path, state)
@@ -222,7 +270,6 @@ def save_checkpoints(cp_dir: str, steps: int, epoch: int, family: Family, object
         if not os.path.exists(paths[-1]):  # an incomplete checkpoint: free its space
             for path in filter(os.path.exists, paths[:-1]):
                 os.remove(path)
-        resume = f"from {os.path.basename(previous)}, which is intact" if previous else "from the start"
         raise CheckpointError(
             f"{cp_dir}: could not write checkpoint {steps:08d} ({e.strerror or e}); free disk space or fix "
             f"permissions, then restart: training resumes {resume}"
@@ -230,6 +277,68 @@ def save_checkpoints(cp_dir: str, steps: int, epoch: int, family: Family, object
     print(f"Saved checkpoints {' and '.join(paths)}", flush=True)
     if keep > 0:
         prune_checkpoints(cp_dir, family, keep)
+
+
+def tensor_bytes(obj) -> int:
+    """Bytes of the tensors in a (nested) state dict, list or tuple."""
+    if torch.is_tensor(obj):
+        return obj.nbytes
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
+def free_bytes(path: str) -> int:
+    """Free bytes on the filesystem of `path`."""
+    return shutil.disk_usage(path).free
+
+
+def check_disk_at_start(cp_dir: str, family: Family, objects: dict, keep: int) -> None:
+    """A warning when the disk cannot hold the `keep` newest checkpoints plus the one being
+    written before the oldest is pruned (the checkpoints already there count as space)."""
+    if keep <= 0:
+        return
+    need = int(tensor_bytes({k: o.state_dict() for k, o in objects.items()}) * DISK_MARGIN)
+    held = len(list_checkpoints(cp_dir, family.checkpoint_layout[-1][0]))
+    if free_bytes(cp_dir) + held * need < (keep + 1) * need:
+        print(
+            f"WARNING: {cp_dir}: {free_bytes(cp_dir) / 1e9:.2f} GB free; keeping {keep} checkpoints of "
+            f"{need / 1e9:.2f} GB needs {(keep + 1 - held) * need / 1e9:.2f} GB more; lower --keep_checkpoints "
+            "or free disk space",
+            flush=True,
+        )
+
+
+def progress_state(batches_done: int, scaler) -> dict:
+    """What an exact resume needs beyond the weights: the batches of the epoch done, the random
+    state of this process (torch, CUDA, numpy, python) and the fp16 loss scaler."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    rng = {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+        "python": random.getstate(),
+    }
+    extra = {"epoch_batches": batches_done, "rng": rng}
+    if scaler.is_enabled():
+        extra["amp_scaler"] = scaler.state_dict()
+    return extra
+
+
+def restore_progress(state: dict, scaler) -> None:
+    """Put back what `progress_state` saved (the authors' checkpoints have none of it)."""
+    rng = state.get("rng")
+    if rng is not None:
+        torch.set_rng_state(rng["torch"].cpu())
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+        kind, keys, pos, has_gauss, gauss = rng["numpy"]
+        np.random.set_state((kind, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, gauss))
+        random.setstate(rng["python"])
+    if "amp_scaler" in state and scaler.is_enabled():
+        scaler.load_state_dict(state["amp_scaler"])
 
 
 def prune_checkpoints(cp_dir: str, family: Family, keep: int) -> None:
@@ -368,14 +477,44 @@ def loader_workers(requested: int, is_master: bool) -> int:
     return min(requested, cores)
 
 
+class EpochSampler(torch.utils.data.Sampler):
+    """The training items of one epoch as (epoch, index) keys, from item `start` on.
+
+    Each item's random crop is then a function of the seed, the epoch and its index alone
+    (`MelDataset`), in any loader worker, so a run resumed inside an epoch (`set_epoch(epoch,
+    start)`) sees the very items the uninterrupted run saw. One process: the (once shuffled) file
+    order, as the original; several: DistributedSampler's share of the epoch, as the original.
+    """
+
+    def __init__(self, dataset, world_size: int, rank: int):
+        self.n = len(dataset)
+        self.shard = DistributedSampler(dataset, num_replicas=world_size, rank=rank) if world_size > 1 else None
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+        if self.shard is not None:
+            self.shard.set_epoch(epoch)
+
+    def _indices(self) -> list[int]:
+        return list(self.shard) if self.shard is not None else list(range(self.n))
+
+    def __iter__(self):
+        return iter([(self.epoch, i) for i in self._indices()[self.start :]])
+
+    def __len__(self) -> int:
+        return max(0, (len(self.shard) if self.shard is not None else self.n) - self.start)
+
+
 def build_loaders(a, h, batch_size: int, world_size: int, rank: int, is_master: bool, pin: bool):
     """(train sampler, train loader, validation loader or None) as the original builds them, over
-    the checked file lists of check_training_data."""
+    the checked file lists of check_training_data. The loaders draw from generators of their own,
+    so iterating them leaves the training's random state as it was (exact resume)."""
     fine_tuning = dict(fine_tuning=a.fine_tuning, base_mels_path=a.input_mels_dir)  # teacher-forced mels
     # NOTE: single-process training shuffles the file list once (seeded) and then iterates it
     # in that order every epoch, as the original (random crops still differ).
     trainset = MelDataset(a.training_files, h, shuffle=world_size == 1, **fine_tuning)
-    sampler = DistributedSampler(trainset, num_replicas=world_size, rank=rank) if world_size > 1 else None
+    sampler = EpochSampler(trainset, world_size, rank)
     workers = loader_workers(h.num_workers, is_master)
     train_loader = DataLoader(
         trainset,
@@ -387,12 +526,18 @@ def build_loaders(a, h, batch_size: int, world_size: int, rank: int, is_master: 
         drop_last=True,
         persistent_workers=workers > 0,
         worker_init_fn=ignore_stop_signals,
+        generator=torch.Generator().manual_seed(h.seed),
     )
     validation_loader = None
     if is_master:
         validset = MelDataset(a.validation_files, h, split=False, shuffle=False, **fine_tuning)
         validation_loader = DataLoader(
-            validset, num_workers=min(1, workers), batch_size=1, pin_memory=pin, worker_init_fn=ignore_stop_signals
+            validset,
+            num_workers=min(1, workers),
+            batch_size=1,
+            pin_memory=pin,
+            worker_init_fn=ignore_stop_signals,
+            generator=torch.Generator().manual_seed(h.seed),
         )
     return sampler, train_loader, validation_loader
 
@@ -472,11 +617,14 @@ def open_logs(a, is_master: bool):
     return SummaryWriter(os.path.join(a.checkpoint_path, "logs")), metric_names
 
 
-def save_and_validate(a, h, family, models, optimizers, steps, epoch, save: bool, sw, metric_names, loader, device):
-    """On the master: the checkpoint when `save`, validation every --validation_interval steps."""
+def save_and_validate(a, h, family, models, optimizers, position, save: bool, sw, metric_names, loader, device):
+    """On the master: the checkpoint when `save`, validation every --validation_interval steps.
+    `position`: (steps, epoch, the exact-resume entries of `progress_state`)."""
+    steps, epoch, extra = position
     if save:
         try:
-            save_checkpoints(a.checkpoint_path, steps, epoch, family, {**models, **optimizers}, a.keep_checkpoints)
+            objects = {**models, **optimizers}
+            save_checkpoints(a.checkpoint_path, steps, epoch, family, objects, a.keep_checkpoints, extra)
         except CheckpointError:
             sw.close()  # keep the logged scalars
             raise
@@ -489,12 +637,33 @@ def save_and_validate(a, h, family, models, optimizers, steps, epoch, save: bool
 # ---------------------------------------------------------------------------------------------
 
 
+class ResumePoint(NamedTuple):
+    """Where a run starts: the next step, the epoch and the batches of it already done, and the
+    epoch the per-epoch schedulers resume at (-1: keep the optimizers' learning rate)."""
+
+    steps: int
+    epoch: int
+    epoch_batches: int
+    schedule_epoch: int
+
+
+def resume_point(state: dict | None) -> ResumePoint:
+    """A fresh run; an exact resume (checkpoints with the position inside the epoch: the next
+    batch of the same epoch, the saved learning rate); or the authors' resume (their checkpoints:
+    the saved epoch from its first batch, its learning rate decayed once more, as their train.py)."""
+    if state is None:
+        return ResumePoint(0, 0, 0, -1)
+    if "epoch_batches" in state:
+        return ResumePoint(state["steps"] + 1, state["epoch"], state["epoch_batches"], -1)
+    return ResumePoint(state["steps"] + 1, state["epoch"], 0, state["epoch"])
+
+
 def train(local_rank: int, a, h, world_size: int, rank_offset: int = 0) -> None:
     """One training process (rank `rank_offset + local_rank` of `world_size`): the family's
     models, resume, then its step per batch; checkpoints, validation and logs on rank 0."""
     rank = int(os.environ.get("RANK", rank_offset + local_rank))
     is_master = rank == 0
-    device = setup_distributed(local_rank, world_size, rank, a, h)
+    device, barrier_group = setup_distributed(local_rank, world_size, rank, a, h)
     batch_size = h.batch_size // world_size  # the config's batch is global, split across processes
     seed_and_backends(h, device)
     family = family_of(h)
@@ -505,27 +674,34 @@ def train(local_rank: int, a, h, world_size: int, rank_offset: int = 0) -> None:
         print("checkpoints directory : ", a.checkpoint_path)
     optimizers = family.build_optimizers(models, h)
     state = load_newest(a.checkpoint_path, family, {**models, **optimizers}, device, is_master)
-    steps, last_epoch = (0, -1) if state is None else (state["steps"] + 1, state["epoch"])
-    schedules = family.build_schedulers(optimizers, h, last_epoch, steps)
+    if state is None:
+        init_from_lone_weights(a.checkpoint_path, family, models, device, is_master)
+    start = resume_point(state)
+    steps = start.steps
+    schedules = family.build_schedulers(optimizers, h, start.schedule_epoch, steps)
     ctx = step_context(models, family, device, world_size, a)
     sampler, train_loader, validation_loader = build_loaders(
         a, h, batch_size, world_size, rank, is_master, pin=device.type == "cuda"
     )
     sw, metric_names = open_logs(a, is_master)
+    if is_master:
+        check_disk_at_start(a.checkpoint_path, family, {**models, **optimizers}, a.keep_checkpoints)
     stop, nonfinite = StopRequest(), NonFiniteSteps()
     previous_handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     for model in models.values():
         model.train()
+    if state is not None:
+        restore_progress(state, ctx.scaler)  # the random state as it was after the saved step
     done = a.training_steps is not None and steps >= a.training_steps
-    for epoch in range(max(0, last_epoch), a.training_epochs):
+    first = start.epoch_batches
+    for epoch in range(start.epoch, a.training_epochs):
         if done:
             break
-        start = time.time()
+        start_time = time.time()
         if is_master:
             print(f"Epoch: {epoch + 1}")
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        for batch in progress(train_loader, epoch, is_master):
+        sampler.set_epoch(epoch, first * batch_size)
+        for batch_index, batch in enumerate(progress(train_loader, epoch, is_master), start=first):
             start_b = time.time()
             terms, updates = family.train_step(models, optimizers, batch, h, ctx)
             nonfinite.check(steps, updates, sw, a.checkpoint_path)
@@ -538,20 +714,21 @@ def train(local_rank: int, a, h, world_size: int, rank_offset: int = 0) -> None:
             done = agree_to_stop(stop, steps, world_size, device) or last_step
             save = done or (steps % a.checkpoint_interval == 0 and steps != 0)
             if is_master:
-                save_and_validate(
-                    a, h, family, models, optimizers, steps, epoch, save, sw, metric_names, validation_loader, device
-                )
+                extra = progress_state(batch_index + 1, ctx.scaler) if save else None
+                save_and_validate(a, h, family, models, optimizers, (steps, epoch, extra), save, sw, metric_names,
+                                  validation_loader, device)  # fmt: skip
             if world_size > 1 and (save or steps % a.validation_interval == 0):
-                dist.barrier()  # the other ranks wait for rank 0's checkpoint write and validation
+                dist.barrier(group=barrier_group)  # the other ranks wait for rank 0's checkpoint and validation
             steps += 1
             if done:
                 break
+        first = 0
         if done:
             break
         for scheduler in schedules.per_epoch:
             scheduler.step()
         if is_master:
-            print(f"Time taken for epoch {epoch + 1} is {int(time.time() - start)} sec\n")
+            print(f"Time taken for epoch {epoch + 1} is {int(time.time() - start_time)} sec\n")
     for sig, handler in previous_handlers.items():
         signal.signal(sig, handler)
     if is_master:
@@ -637,6 +814,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     print("Initializing Training Process..")
     a = parse_args(argv)
+    dump_stacks_on_sigusr1()
     try:
         if not a.config:
             raise UserError("no config given; pass --config config_v1.json (or config_v2.json, config_v3.json)")
@@ -659,15 +837,62 @@ def main(argv=None) -> None:
         build_env(a.config, "config.json", a.checkpoint_path)
 
         if torchrun:
+            exit_with_launcher()
             train(int(os.environ.get("LOCAL_RANK", 0)), a, h, world_size)
             return
         if world_size > 1:
             print(f"Batch size per GPU : {h.batch_size // world_size}")
-            mp.spawn(run_process, nprocs=world_size, args=(a, h, world_size, 0))
+            spawn(a, h, world_size)
         else:
             train(0, a, h, 1)
     except UserError as e:
         exit_with_user_error(e, a.debug)
+
+
+def exit_with_launcher() -> None:
+    """Under torchrun: end this process when torchrun (its parent) dies. torchrun starts each
+    worker in a session of its own, so a SIGKILLed torchrun would otherwise leave its workers
+    running as orphans, holding the GPUs and writing checkpoints beside the next job's."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(LAUNCHER_POLL_SECONDS)
+        print(
+            f"rank {os.environ.get('RANK', '?')}: torchrun (pid {parent}) is gone; exiting", file=sys.stderr, flush=True
+        )
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-launcher").start()
+
+
+def dump_stacks_on_sigusr1() -> None:
+    """`kill -USR1 PID` prints where every thread of a training process is (to find a hang)."""
+    try:
+        faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
+    except (AttributeError, ValueError, OSError):  # no SIGUSR1 (Windows) or no real stderr
+        pass
+
+
+def spawn(a, h, world_size: int) -> None:
+    """One training process per GPU (mp.spawn, as the original). When one dies, the others are
+    stopped (SIGTERM, then SIGKILL after 30 s) and the run ends with one line naming it."""
+    try:
+        mp.spawn(run_process, nprocs=world_size, args=(a, h, world_size, 0))
+    except mp.ProcessExitedException as e:
+        how = f"was killed by {e.signal_name}" if e.signal_name else f"exited with code {e.exit_code}"
+        raise UserError(
+            f"training process {e.error_index} (rank {e.error_index}) {how}, so the others were stopped; run the "
+            f"same command again to resume from the newest checkpoint in {a.checkpoint_path}"
+        ) from None
+    except mp.ProcessRaisedException as e:
+        first = str(e).strip().splitlines()[-1]
+        raise UserError(
+            f"training process {e.error_index} (rank {e.error_index}) failed ({first}), so the others were stopped; "
+            f"run the same command again to resume from the newest checkpoint in {a.checkpoint_path}"
+        ) from None
 
 
 def processes_per_machine(a) -> int:

@@ -263,9 +263,9 @@ def save_checkpoint(filepath: str, obj: dict) -> None:
 
 def remove_temp_files(folder: str) -> list[str]:
     """Delete the temp files that `save_checkpoint` left in `folder` when it was killed mid-write
-    (`.<name>.<random>.tmp`); returns their paths. Call it only while nothing is saving there."""
+    (`.<prefix>_XXXXXXXX.<random>.tmp`, any family's prefix); returns their paths. Call it only while nothing is saving there."""
     pattern = os.path.join(glob.escape(folder), f".*{TEMP_SUFFIX}")
-    stale = [p for p in glob.glob(pattern) if re.match(rf"\.(g|do)_\d{{{CHECKPOINT_DIGITS}}}\.", os.path.basename(p))]
+    stale = [p for p in glob.glob(pattern) if re.match(rf"\.[a-z_]+_\d{{{CHECKPOINT_DIGITS}}}\.", os.path.basename(p))]
     for path in stale:
         os.remove(path)
     return stale
