@@ -29,12 +29,13 @@ All arrays are numpy; audio is mono float in [-1, 1] at the config's rate, (N,).
 import dataclasses
 import functools
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from meldataset import LOG_CLIP, LOG_SILENCE, mel_spectrogram
+from meldataset import LOG_CLIP, LOG_SILENCE, MelError, mel_layout, mel_spectrogram, notice, read_npy
 
 LN10 = math.log(10.0)
 
@@ -75,6 +76,12 @@ FIT_MIN_CORRELATION = 0.9  # below this the mel is not an affine function of any
 PER_BAND_MIN_RMSE = 0.1  # a global fit this poor (ln units) ...
 PER_BAND_IMPROVEMENT = 0.5  # ... that band-wise fits halve means a per-band normalisation
 CLIP_FRACTION = 0.005  # share of values sitting exactly at the extreme that marks a clip
+# another filterbank, spectrum power or framing must fit this much better (residual ratio) than this
+# frontend's: a smoothed (TTS-like) ln mel fits a power mel slightly better (0.595 against 0.62 on
+# 2 s of speech smoothed over 3 bands x 5 frames), while an exact recipe fits its own to float
+# precision (residual < 1e-3, others > 0.05)
+OWN_PREFERENCE = 0.7
+INT16_LEVEL = math.log(32768.0)  # ln mel of audio read as int16 without / 32768 is this much higher
 SNAP = 1e-3  # relative: a fitted slope (or an offset) this close to a known scale (to 0) is snapped to it
 FRAME_SLACK = 3  # frames of difference still read as the same time axis
 
@@ -387,7 +394,9 @@ def _fit_stats(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> dict:
         return out
     a = cxy / vx
     b = (sy.sum() - a * sx.sum()) / n
-    out.update(a=float(a), b=float(b), r=float(cxy / math.sqrt(vx * vy)))
+    out.update(
+        a=float(a), b=float(b), r=float(cxy / math.sqrt(vx * vy)), mx=float(sx.sum() / n), my=float(sy.sum() / n)
+    )
     out["rmse"] = float(math.sqrt(max(vy - cxy**2 / vx, 0.0)) / max(abs(a), 1e-12))
     # band by band (bands with fewer than 10 usable entries are left out)
     ok = n_b >= 10
@@ -436,7 +445,7 @@ def _orient(mel: np.ndarray, h, frames: int | None) -> tuple[np.ndarray, str, li
     return (
         mel.T,
         "TM",
-        [Finding("orientation", "error", f"shape {shape} is (T, bands); this model takes (bands, T): use mel.T")],
+        [Finding("orientation", "error", f"shape {shape} is (T, bands); this model takes (bands, T): save mel.T")],
     )
 
 
@@ -484,7 +493,8 @@ def identify(mel, audio, h) -> Report:
     fmins = sorted({*FMIN_GRID, float(h.fmin)})
     fmaxs = sorted({f for f in (*FMAX_GRID, _hz(h.fmax, h.sampling_rate)) if f <= nyquist})
     centers = (True,) if t == frames + 1 else (False, True)
-    best, best_band = None, None
+    best, best_band, own = None, None, None
+    own_filterbank = (float(h.fmin), _hz(h.fmax, h.sampling_rate), 1, centers[0])
     for center in centers:
         power = power_spectrum(audio, h.n_fft, h.hop_size, h.win_size, center)
         n = min(t, power.shape[1])
@@ -506,8 +516,12 @@ def identify(mel, audio, h) -> Report:
                         fit["band_score"] = fit["band_rmse"] / p
                         if best is None or fit["score"] < best["score"]:
                             best = fit
+                        if (fmin, fmax, p, center) == own_filterbank and (own is None or fit["score"] < own["score"]):
+                            own = fit
                         if best_band is None or fit["band_score"] < best_band["band_score"]:
                             best_band = fit
+    if own is not None and best["score"] > OWN_PREFERENCE * own["score"]:
+        best = own  # not clearly better than this frontend's filterbank and framing (e.g. a smoothed TTS mel)
     return _report(v, layout, found, best, best_band, clip_low, clip_high, frames, h)
 
 
@@ -601,6 +615,7 @@ def _report(v, layout, found, best, best_band, clip_low, clip_high, frames, h) -
     fmt = _fitted_format(fit, per_band, bands, layout, (clip_low, clip_high), h)
     params = {k: fit[k] for k in ("fmin", "fmax", "power", "center", "linear")}
     params.update(slope=fmt.slope, offset=fmt.offset, residual=fit["score"], correlation=fit["r"], bands=bands)
+    params.update(mean_reference=fit.get("mx"), mean_values=fit.get("my"))
     params.update(layout=layout, clip_low=clip_low, clip_high=clip_high)
     found += _frontend_findings(fit, bands, t, frames, h)
     if per_band:
@@ -681,7 +696,10 @@ def _value_findings(v: np.ndarray, fmt: MelFormat, params: dict) -> list[Finding
                 f"{std:.4g}; undo it with ln mel = values * {std:.4g} + {mean:.4g}",
             )
         ]
-    level = fmt.offset / a_mag  # ln units of the magnitude mel
+    # the level at the named scale (a smoothed TTS mel has a slope below it, and so an offset
+    # that is no level difference): mean values against the mean reference, in ln magnitude units
+    named = LOG_SCALES[scale]
+    level = (params["mean_values"] - named / fmt.power * params["mean_reference"]) / named
     params["level"] = level
     found = []
     if scale != "ln" or fmt.power != 1:
@@ -695,8 +713,22 @@ def _value_findings(v: np.ndarray, fmt: MelFormat, params: dict) -> list[Finding
         }
         if scale == "ln" and fmt.power == 2:
             code = "ln_power"
-        found.append(Finding(code, "error", f"values are {names[scale]}: {mapping}"))
-    if abs(level) > LEVEL_TOLERANCE:
+        if fmt.power == 1:
+            shifted = f"(values {-fmt.offset:+.4g})" if fmt.offset else "values"
+            undo = f"; ln(mel) = {shifted} / {fmt.slope:.4g}"
+        else:  # the mel of |X|^2 is not the square of the mel of |X|: only the filterbanks map it
+            undo = "; the power mel converts only approximately, through the filterbanks (check_mel.py --convert)"
+        found.append(Finding(code, "error", f"values are {names[scale]}: {mapping}{undo}"))
+    if abs(level - INT16_LEVEL) < LEVEL_TOLERANCE and scale == "ln" and fmt.power == 1:
+        found.append(
+            Finding(
+                "level",
+                "error",
+                f"level {level:+.2f} in ln units above the wav's: the audio was on the int16 scale; divide it by 32768 "
+                "before computing the mel",
+            )
+        )
+    elif abs(level) > LEVEL_TOLERANCE:
         found.append(
             Finding(
                 "level",
@@ -706,7 +738,14 @@ def _value_findings(v: np.ndarray, fmt: MelFormat, params: dict) -> list[Finding
             )
         )
     if scale == "ln" and fmt.power == 1 and fmt.clip_low is not None and fmt.clip_low < LOG_SILENCE - 0.01:
-        found.append(Finding("floor", "warning", f"clamped at {fmt.clip_low:.4g}, below this frontend's ln(1e-5)"))
+        found.append(
+            Finding(
+                "floor",
+                "error",
+                f"clamped at {fmt.clip_low:.4g}, below this frontend's floor ln(1e-5) = {LOG_SILENCE:.4f}, which the model "
+                "never saw: use np.log(np.maximum(mel, 1e-5))",
+            )
+        )
     return found
 
 
@@ -940,3 +979,110 @@ def convert(
         notes.append(f"could not: {fmt.name} rescales the audio (peak normalisation); the level follows that audio")
     out = np.log(np.maximum(lin, LOG_CLIP)).astype(np.float32)
     return out, notes
+
+
+# ---------------------------------------------------------------------------------------------
+# Formats as users name them, and files
+# ---------------------------------------------------------------------------------------------
+
+MEL_FORMATS = PRESETS  # the names --mel_format takes ("hifigan": this model's own, nothing converted)
+# Parameters a user may give for a format (`given_format`): MelFormat fields, and a
+# normalisation's own parameters (Coqui's dB levels, a standardisation's mean and std of ln mel)
+FORMAT_FIELDS = ("num_mels", "fmin", "fmax", "power", "slope", "offset", "clip_low", "clip_high", "center", "layout")
+NORMALISATION_FIELDS = ("min_level_db", "ref_level_db", "max_norm", "symmetric", "mean", "std")
+
+
+def given_format(fmt: MelFormat, given: dict) -> MelFormat:
+    """`fmt` with the parameters the user gives: `FORMAT_FIELDS`, or Coqui's `min_level_db`,
+    `ref_level_db`, `max_norm`, `symmetric` (dB of the magnitude mel normalised; the ones not
+    given keep Coqui's defaults), or `mean` and `std` (values = (ln mel - mean) / std)."""
+    unknown = set(given) - set(FORMAT_FIELDS) - set(NORMALISATION_FIELDS)
+    if unknown:
+        raise ValueError(
+            f"unknown format parameter(s) {', '.join(sorted(unknown))}; "
+            f"give {', '.join(FORMAT_FIELDS + NORMALISATION_FIELDS)}"
+        )
+    fields = {k: v for k, v in given.items() if k in FORMAT_FIELDS}
+    coqui = {k: given[k] for k in ("min_level_db", "ref_level_db", "max_norm", "symmetric") if k in given}
+    if coqui:
+        min_db = float(coqui.get("min_level_db", COQUI_MIN_LEVEL_DB))
+        ref_db = float(coqui.get("ref_level_db", COQUI_REF_LEVEL_DB))
+        max_norm = float(coqui.get("max_norm", COQUI_MAX_NORM))
+        symmetric = bool(coqui.get("symmetric", True))
+        slope, offset = coqui_affine(min_db, ref_db, max_norm, symmetric)
+        low = -max_norm if symmetric else 0.0
+        fields = dict(slope=slope, offset=offset, clip_low=low, clip_high=max_norm, power=1, linear=False) | fields
+    if "mean" in given or "std" in given:
+        if not {"mean", "std"} <= set(given):
+            raise ValueError("a standardisation needs both mean and std (of the ln mel)")
+        std = float(given["std"])
+        fields = dict(slope=1 / std, offset=-float(given["mean"]) / std, power=1, linear=False) | fields
+        fields.setdefault("clip_low", None)
+    return dataclasses.replace(fmt, **fields)
+
+
+def same_format(fitted: MelFormat, declared: MelFormat, h) -> bool:
+    """Whether a fitted format is the declared one: the same filterbank, spectrum, framing and
+    value map (slope within SLOPE_TOLERANCE, level within LEVEL_TOLERANCE ln units, except where
+    the declared recipe rescales its audio); the layout only where the declared format has one
+    (this model's loader reads both)."""
+    if fitted.band_slope is not None or fitted.linear != declared.linear:
+        return False
+    frontend = (fitted.num_mels, float(fitted.fmin), _hz(fitted.fmax, h.sampling_rate), fitted.power, fitted.center)
+    if frontend != (
+        declared.num_mels,
+        float(declared.fmin),
+        _hz(declared.fmax, h.sampling_rate),
+        declared.power,
+        declared.center,
+    ):
+        return False
+    if declared.name != "hifigan" and fitted.layout != declared.layout:
+        return False
+    if abs(fitted.slope / declared.slope - 1) >= SLOPE_TOLERANCE:
+        return False
+    level = (fitted.offset - declared.offset) / (declared.slope * declared.power)
+    return not declared.level_known or abs(level) < LEVEL_TOLERANCE
+
+
+def matching_format(report: Report, h) -> str | None:
+    """The name in MEL_FORMATS of the format `report` identified, or None (another format)."""
+    if report.guessed or any(f.code == "mismatch" for f in report.findings):
+        return None
+    return next((name for name in MEL_FORMATS if same_format(report.format, preset_format(name, h), h)), None)
+
+
+def declared_mismatch(mel, audio, h, mel_format: str = "hifigan") -> str | None:
+    """None when `mel` (made from `audio`) is of the declared `mel_format`; else the diagnosis in
+    one line: what `identify` found and which format it is, if a known one."""
+    report = identify(mel, audio, h)
+    found = matching_format(report, h)
+    if found == mel_format:
+        return None
+    shown = [f for f in report.findings if f.severity == "error"] or report.findings
+    diagnosis = "; ".join(f"[{f.code}] {f.message}" for f in shown) or "this model's own format"
+    said = "this model's own format" if mel_format == "hifigan" else f"--mel_format {mel_format}"
+    if found is None:
+        hint = "a format without a preset: convert them with check_mel.py --convert (see the README, Mels from other systems)"
+    elif found == "hifigan":
+        hint = "they are this model's own format: leave out --mel_format"
+    else:
+        hint = f"they are {found} mels: pass --mel_format {found}"
+    return f"not {said}: {diagnosis}; {hint}"
+
+
+def load_mel_as(
+    path: str, h, mel_format: str = "hifigan", on_notice: Callable[[str], None] | None = None
+) -> torch.Tensor:
+    """A `.npy` mel of `mel_format` (MEL_FORMATS) -> (1, num_mels, T') float32 of this frontend
+    (`convert` for any other format than "hifigan"; `on_notice` gets one line of what it did).
+    Raises `MelError` for a file that is unusable or has no axis of the format's bands."""
+    on_notice = notice if on_notice is None else on_notice
+    mel = read_npy(path)
+    if mel_format != "hifigan":
+        try:
+            mel, notes = convert(mel, mel_format, h)
+        except ValueError as e:
+            raise MelError(f"{path}: {e}; check --mel_format {mel_format}") from None
+        on_notice(f"{path}: converted from {mel_format}: " + "; ".join(notes))
+    return mel_layout(mel, h.num_mels, path, on_notice)

@@ -115,9 +115,11 @@ def test_wav_comparison_names_the_exact_scale(audio, h):
     """With the wav, the affine map gives the log base / dB factor and the conversion."""
     ln = mel_from_config(torch.from_numpy(audio), h)[0].numpy()
     (f,) = check_mel.check_mel(10 * np.log10(np.exp(ln)), h, audio)  # 10 log10 of the magnitude
-    assert f.code == "db" and "10*log10 of the mel magnitude (dB)" in f.message and "/ 4.343" in f.message
+    assert (
+        f.code == "db" and "10*log10 of the magnitude mel (dB)" in f.message and "ln(mel) = values / 4.343" in f.message
+    )
     (f,) = check_mel.check_mel(20 * np.log10(np.exp(ln)), h, audio)
-    assert "20*log10" in f.message and "/ 8.686" in f.message
+    assert "20*log10" in f.message and "ln(mel) = values / 8.686" in f.message
     (f,) = check_mel.check_mel(2 * ln, h, audio)  # natural log of the power: the floor is only a guess without wav
     assert f.code == "ln_power"
     (f,) = check_mel.check_mel(np.exp(2 * ln), h, audio)
@@ -132,7 +134,7 @@ def test_frames_centre_padding_needs_the_wav(audio, h):
     assert codes(found) == ["frames_center"] and "center=False" in found[0].message
     short = mel_from_config(torch.from_numpy(audio), h)[0].numpy()[:, :-10]  # e.g. another hop size
     found = check_mel.check_mel(short, h, audio)
-    assert codes(found) == ["frames"] and f"gives floor({audio.size} / 256) = {audio.size // 256}" in found[0].message
+    assert codes(found) == ["frames"] and f"the wav gives {audio.size // 256}" in found[0].message
 
 
 def test_fmax_mismatch_needs_the_wav(audio, h):
@@ -147,7 +149,7 @@ def test_per_band_standardization(audio, h):
     mel = (ln - ln.mean(1, keepdims=True)) / ln.std(1, keepdims=True)
     assert codes(check_mel.check_mel(mel, h)) == ["standardized"]
     (f,) = check_mel.check_mel(mel, h, audio)
-    assert f.code == "standardized" and "per mel band" in f.message
+    assert f.code == "per_band" and "per mel band" in f.message
 
 
 def test_tts_like_mels_pass_with_warnings_only(audio, h):
