@@ -902,7 +902,8 @@ def _ln_values(v: np.ndarray, fmt: MelFormat, notes: list[str]) -> np.ndarray:
     else:
         ln = (v - fmt.offset) / fmt.slope
         if (fmt.slope, fmt.offset) != (1.0, 0.0):
-            notes.append(f"values: ln(mel) = (values {-fmt.offset:+.4g}) / {fmt.slope:.4g}")
+            shifted = f"(values {-fmt.offset:+.4g})" if fmt.offset else "values"
+            notes.append(f"values: ln(mel) = {shifted} / {fmt.slope:.4g}")
     if fmt.clip_low is not None and not fmt.linear and fmt.band_slope is None:
         floor = (fmt.clip_low - fmt.offset) / fmt.slope / fmt.power
         if floor > LOG_SILENCE + 0.01 and np.any(v <= fmt.clip_low + 1e-5 * max(1.0, abs(fmt.clip_low))):
