@@ -230,3 +230,19 @@ def test_centre_interpolation_beats_dropping_a_frame(h, clip):
 def test_convert_refuses_a_band_count_it_was_not_told(h, clip):
     with pytest.raises(ValueError, match="no axis of 80 bands"):
         mf.convert(mf.librosa_mel(clip), "tacotron2", h)
+
+
+def test_the_fmin_fmax_grid_with_another_log_base(h):
+    """Each fmin of the grid, paired with each fmax of the grid in turn (fmax up to sr / 2), as
+    log10 mels of one clip: the exact fmin and fmax and the log base are found, and no per-band
+    normalisation is claimed."""
+    audio, _ = load_wav(os.path.join(LJ_WAVS, f"{CLIPS[0]}.wav"))
+    clip = audio[slice(*CROP)]
+    fmaxs = [f for f in mf.FMAX_GRID if f <= h.sampling_rate / 2]
+    for i, fmin in enumerate(mf.FMIN_GRID):
+        fmax = fmaxs[i % len(fmaxs)]
+        mel = affine_of(mf.hifigan_mel(clip, config("v1", fmin=fmin, fmax=fmax)), 1 / math.log(10), 0.0)
+        report = mf.identify(mel, clip, h)
+        want = {"log10"} | ({"fmin"} if fmin != 0 else set()) | ({"fmax"} if fmax != 8000 else set())
+        assert codes(report) - {"level"} == want, (fmin, fmax)
+        assert (report.fit["fmin"], report.fit["fmax"]) == (fmin, fmax)
