@@ -360,8 +360,9 @@ class MelDataset(torch.utils.data.Dataset):
     sampling_rate, fmin, fmax, fmax_for_loss). Training (`split=True`): a random `segment_size`
     crop of the peak-normalized (x0.95) audio, its mel (fmax) and its loss mel (fmax_for_loss);
     short clips are zero-padded. Fine-tuning reads the teacher-forced mel
-    `<base_mels_path>/<name>.npy` instead (of `mel_format`, melformats.MEL_FORMATS, converted into
-    this frontend as it is read) and crops mel and audio together. `n_cache_reuse`: how
+    `<base_mels_path>/<name>.npy` instead (read by `mel_loader`, path -> (1, num_mels, T), when
+    given: melformats.mel_loader converts another toolkit's format) and crops mel and audio
+    together. `n_cache_reuse`: how
     many further items reuse a loaded clip (the original's cache; training uses 0).
     """
 
@@ -374,7 +375,7 @@ class MelDataset(torch.utils.data.Dataset):
         n_cache_reuse: int = 0,
         fine_tuning: bool = False,
         base_mels_path: str | None = None,
-        mel_format: str = "hifigan",
+        mel_loader: Callable[[str], torch.Tensor] | None = None,
     ):
         self.audio_files = list(training_files)
         random.seed(1234)
@@ -387,7 +388,7 @@ class MelDataset(torch.utils.data.Dataset):
         self._cache_ref_count = 0
         self.fine_tuning = fine_tuning
         self.base_mels_path = base_mels_path
-        self.mel_format = mel_format
+        self.mel_loader = mel_loader
 
     def _load(self, filename: str) -> np.ndarray:
         audio = load_audio(filename, self.h.sampling_rate, dataset=True)
@@ -402,12 +403,7 @@ class MelDataset(torch.utils.data.Dataset):
         segment_size, hop_size = self.h.segment_size, self.h.hop_size
         name = os.path.splitext(os.path.basename(filename))[0]
         mel_path = os.path.join(self.base_mels_path, name + ".npy")
-        if self.mel_format == "hifigan":
-            mel = load_mel(mel_path, self.h.num_mels)
-        else:  # the data check said once what the conversion does; not again for every item
-            from melformats import load_mel_as
-
-            mel = load_mel_as(mel_path, self.h, self.mel_format, on_notice=lambda msg: None)
+        mel = self.mel_loader(mel_path) if self.mel_loader else load_mel(mel_path, self.h.num_mels)
         mel, audio = reconcile_mel_audio(mel, audio, hop_size, mel_path)
         if self.split:
             frames_per_seg = math.ceil(segment_size / hop_size)

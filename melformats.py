@@ -1137,3 +1137,16 @@ def load_mel_as(
             raise MelError(f"{path}: {e}; check --mel_format {mel_format}") from None
         on_notice(f"{path}: converted from {mel_format}: " + "; ".join(notes))
     return mel_layout(mel, h.num_mels, path, on_notice)
+
+
+def _quiet(msg: str) -> None:
+    """A notice nobody needs: training reads each mel many times; the data check said it once."""
+
+
+def mel_loader(mel_format: str, h) -> Callable[[str], torch.Tensor] | None:
+    """For `MelDataset(mel_loader=...)`: a picklable `path -> (1, num_mels, T)` loader of
+    `mel_format` mels converted into this frontend without notices (`load_mel_as`); None for
+    this model's own format."""
+    if mel_format == "hifigan":
+        return None
+    return functools.partial(load_mel_as, h=h, mel_format=mel_format, on_notice=_quiet)

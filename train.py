@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from env import build_env
 from meldataset import MelDataset, make_demo_dataset, mel_from_config, read_filelist
-from melformats import MEL_FORMATS
+from melformats import MEL_FORMATS, mel_loader
 from training import FAMILIES, Family, StepContext
 from utils import (
     CHECKPOINT_DIGITS,
@@ -378,7 +378,9 @@ def loader_workers(requested: int, is_master: bool) -> int:
 def build_loaders(a, h, batch_size: int, world_size: int, rank: int, is_master: bool, pin: bool):
     """(train sampler, train loader, validation loader or None) as the original builds them, over
     the checked file lists of check_training_data."""
-    fine_tuning = dict(fine_tuning=a.fine_tuning, base_mels_path=a.input_mels_dir, mel_format=a.mel_format)
+    fine_tuning = dict(  # teacher-forced mels, converted from --mel_format
+        fine_tuning=a.fine_tuning, base_mels_path=a.input_mels_dir, mel_loader=mel_loader(a.mel_format, h)
+    )
     # NOTE: single-process training shuffles the file list once (seeded) and then iterates it
     # in that order every epoch, as the original (random crops still differ).
     trainset = MelDataset(a.training_files, h, shuffle=world_size == 1, **fine_tuning)
