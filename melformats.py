@@ -1111,7 +1111,7 @@ def declared_mismatch(mel, audio, h, mel_format: str = "hifigan") -> str | None:
     if found == mel_format:
         return None
     shown = [f for f in report.findings if f.severity == "error"] or report.findings
-    diagnosis = "; ".join(f"[{f.code}] {f.message}" for f in shown) or "this model's own format"
+    diagnosis = "; ".join(f"[{f.code}] {f.message}" for f in shown) or "nothing differs from this model's frontend"
     said = "this model's own format" if mel_format == "hifigan" else f"--mel_format {mel_format}"
     if found is None:
         hint = "a format without a preset: convert them with check_mel.py --convert (see the README, Mels from other systems)"
