@@ -338,23 +338,20 @@ def convert_file(path: str, h, source: str, given: dict, wavs_dir: str | None, o
     mel = read_npy(path)
     audio, found = source_audio(path, h, wavs_dir)
     lines = [f"warning [{f.code}] {f.message}" for f in found]
-    if source == "auto" and audio is not None:
-        fmt = melformats.identify(mel, audio, h)
-        if any(f.code == "mismatch" for f in fmt.findings):
-            raise MelError(f"{path}: not converted: {fmt.findings[-1].message}")
-        lines.append("identified against the wav: " + ("; ".join(f"[{c}]" for c in fmt.codes) or "this frontend's"))
-    else:
-        fmt = source if source == "auto" else melformats.preset_format(source, h)
-        if source != "auto":
-            fmt.num_mels = given.get("num_mels", fmt.num_mels)
-    if given:
-        base = fmt.format if isinstance(fmt, melformats.Report) else fmt
-        if isinstance(base, str):
-            raise UserError("--set needs --from FORMAT or --wavs_dir (auto identification) to start from")
-        fmt = melformats.given_format(base, given)
     try:
+        if source == "auto":
+            report = melformats.identify(mel, audio, h)  # without the wav: a guess from the values
+            if any(f.code == "mismatch" for f in report.findings):
+                raise MelError(f"{path}: not converted: {report.findings[-1].message}")
+            how = "guessed from the values alone (pass --wavs_dir to identify it)" if report.guessed else "identified"
+            lines.append(f"{how}: " + ("; ".join(f"[{c}]" for c in report.codes) or "this frontend's"))
+            fmt = report.format
+        else:
+            fmt = melformats.preset_format(source, h)
+        if given:
+            fmt = melformats.given_format(fmt, given)
         out, notes = melformats.convert(mel, fmt, h, audio=audio)
-    except ValueError as e:
+    except ValueError as e:  # no axis of the format's bands, NaN values
         raise MelError(f"{path}: {e}; check --from and --set num_mels") from None
     target = os.path.join(out_dir, os.path.basename(path))
     np.save(target, out)

@@ -8,6 +8,11 @@ one frame more, each half a hop earlier) and the layout ((M, T) or (T, M)). A `M
 these parameters, for a toolkit preset (`preset_format`) or as fitted by `identify`; `convert`
 undoes them.
 
+Used by check_mel.py (`identify` with --wavs_dir, `convert` with --convert; `given_format` for
+--set), inference_e2e.py --mel_format (`load_mel_as`), train.py --fine_tuning --mel_format
+(`mel_loader` for MelDataset) and the data check before fine-tuning (`declared_mismatch` on a
+sample of the mels, `matching_format` names the preset that fits).
+
 Toolkit recipes (read for facts in their public code; written here from those facts):
     hifigan      this project: ln(max(1e-5, mel(|X|))), fmin 0, fmax 8000, no centre padding, (M, T)
     tacotron2    NVIDIA/tacotron2 TacotronSTFT: same as hifigan but the STFT reflect-pads n_fft / 2
