@@ -1024,6 +1024,8 @@ def convert(
         notes.append("layout: (T, M) -> (M, T)")
     if v.shape[0] != fmt.num_mels:
         raise ValueError(f"mel of shape {mel.shape} has no axis of {fmt.num_mels} bands ({fmt.name})")
+    if fmt.clip_low is None and not fmt.linear:  # e.g. librosa's top_db: a floor that depends on each clip
+        fmt = dataclasses.replace(fmt, clip_low=_clip_values(v)[0])
     lin = np.exp(_ln_values(v, fmt, notes))  # (M, T), mel of |X|^power
     lin = _map_filterbank(lin, fmt, h, mapping, notes)
     if fmt.center:

@@ -218,6 +218,8 @@ def test_convert_says_what_it_could_not_do(h, clip):
     _, notes = mf.convert(mf.coqui_mel(clip), "auto", h)
     assert notes[0].startswith("format guessed from the values alone (no wav)")
     assert any(n.startswith("could not: the source clipped its values at -4") for n in notes)
+    _, notes = mf.convert(mf.librosa_mel(clip), "librosa", h)  # top_db: 80 dB below each clip's maximum
+    assert any(n.startswith("could not: the source clipped its values at") for n in notes)
 
 
 def test_centre_interpolation_beats_dropping_a_frame(h, clip):
