@@ -248,3 +248,17 @@ def test_the_fmin_fmax_grid_with_another_log_base(h):
         want = {"log10"} | ({"fmin"} if fmin != 0 else set()) | ({"fmax"} if fmax != 8000 else set())
         assert codes(report) - {"level"} == want, (fmin, fmax)
         assert (report.fit["fmin"], report.fit["fmax"]) == (fmin, fmax)
+
+
+# auto conversion (identified against the wav) of combinations without a preset: L1 limits over
+# the measured LJ001-0001 / LJ001-0004 values (per-band, standardised and linear mels are fitted
+# exactly: 0 / 0)
+AUTO_L1_LIMIT = {"per_band": 1e-3, "standardized": 1e-3, "linear": 1e-3, "log10_fmin55": 0.11}  # fmin: 0.094 / 0.082
+
+
+@pytest.mark.parametrize("combination", AUTO_L1_LIMIT)
+def test_convert_auto_undoes_what_identify_fitted(h, clip, combination):
+    make, _, _ = COMBINATIONS[combination]
+    true = mf.hifigan_mel(clip, h)
+    mel, _ = mf.convert(make(clip, h), "auto", h, audio=clip)
+    assert np.abs(mel - true).mean() < AUTO_L1_LIMIT[combination]
