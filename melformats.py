@@ -86,6 +86,7 @@ CLIP_FRACTION = 0.005  # share of values sitting exactly at the extreme that mar
 # 2 s of speech smoothed over 3 bands x 5 frames), while an exact recipe fits its own to float
 # precision (residual < 1e-3, others > 0.05)
 OWN_PREFERENCE = 0.7
+LEVEL_IMPLAUSIBLE = 4.0  # ln: a log10 / dB mel this far off the wav's level is a normalisation
 INT16_LEVEL = math.log(32768.0)  # ln mel of audio read as int16 without / 32768 is this much higher
 SNAP = 1e-3  # relative: a fitted slope (or an offset) this close to a known scale (to 0) is snapped to it
 FRAME_SLACK = 3  # frames of difference still read as the same time axis
@@ -670,16 +671,26 @@ def _value_findings(v: np.ndarray, fmt: MelFormat, params: dict) -> list[Finding
             Finding("linear", "error", f"values are a linear {kind} mel without log; use np.log(np.maximum(mel, 1e-5))")
         ]
     lo, hi = float(v.min()), float(v.max())
-    standard = abs(v.mean()) < 0.5 and 0.5 < v.std() < 1.6 and abs(fmt.offset / a_mag) > LEVEL_TOLERANCE
-    # a standardised ln mel can have a log10-like slope (1 / std of ln mels ~ 0.4): its offset and
-    # statistics tell it apart, so it is judged before the named scales
-    scale = None if standard else _named_scale(a_mag)
     c = fmt.clip_high if fmt.clip_high is not None else -fmt.clip_low if fmt.clip_low is not None else None
     clipped = fmt.clip_low is not None and c is not None and abs(fmt.clip_low + c) < 1e-4
     symmetric = c is not None and c > 0 and lo >= -c - 1e-4 and hi <= c + 1e-4 and clipped
-    if not symmetric and not standard and lo < 0 and max(-lo, hi) <= COQUI_MAX_NORM + 1e-4:
-        c, symmetric = COQUI_MAX_NORM, True  # within [-4, 4] without reaching a clip: max_norm 4 assumed
-    if scale is None and symmetric and not standard:
+    # values held at -4 (or at both ends of a symmetric range) are a dB normalisation whatever
+    # their statistics (a quiet recording's Coqui mel has mean ~0 and std ~1)
+    signal_norm = symmetric and (fmt.clip_high is not None or abs(c - COQUI_MAX_NORM) < 1e-3)
+    standard = (
+        abs(v.mean()) < 0.5 and 0.5 < v.std() < 1.6 and abs(fmt.offset / a_mag) > LEVEL_TOLERANCE and not signal_norm
+    )
+    # a standardised ln mel can have a log10-like slope (1 / std of ln mels ~ 0.4): its offset and
+    # statistics tell it apart, so it is judged before the named scales
+    scale = None if standard else _named_scale(a_mag)
+    if scale not in (None, "ln"):
+        named = LOG_SCALES[scale]
+        level = (params["mean_values"] - named / fmt.power * params["mean_reference"]) / named
+        if abs(level) > LEVEL_IMPLAUSIBLE:
+            scale = None  # a log base with a gain of e^4 or more is a normalisation with a slope near it
+    if not signal_norm and not standard and lo < 0 and max(-lo, hi) <= COQUI_MAX_NORM + 1e-4:
+        c, signal_norm = COQUI_MAX_NORM, True  # within [-4, 4] without reaching a clip: max_norm 4 assumed
+    if scale is None and signal_norm:
         min_db, ref_db = coqui_levels(a_mag, fmt.offset, c)
         params.update(max_norm=c, min_level_db=min_db, ref_level_db=ref_db)
         return [
