@@ -201,15 +201,13 @@ def test_cli_exit_status_and_lines(tmp_path, audio, h, capsys):
 
 
 @pytest.fixture(scope="module")
-def lj_crop(tmp_path_factory):
-    """(folder holding a.wav, audio): 2 s of LJ001-0001 from 0.5 s, as tests/test_melformats.py."""
-    if not os.path.isdir(LJ_WAVS):
-        pytest.skip("../shared/data/ljspeech_mini is absent")
-    y, _ = load_wav(os.path.join(LJ_WAVS, "LJ001-0001.wav"))
-    y = y[SR // 2 : SR // 2 + 2 * SR]
+def speech(tmp_path_factory):
+    """(folder holding a.wav, its audio as read): the synthetic clip of tests/test_melformats.py
+    (1.6 s of speech-like signal between 0.2 s pauses), as a 16-bit wav."""
+    pause = np.zeros(SR // 5, np.float32)
     wavs = tmp_path_factory.mktemp("wavs")
-    write_wav(wavs / "a.wav", y)
-    return str(wavs), y
+    write_wav(wavs / "a.wav", np.concatenate([pause, synth_speechlike(1.6, SR, np.random.default_rng(0)), pause]))
+    return str(wavs), load_wav(str(wavs / "a.wav"))[0]
 
 
 def saved(folder, mel) -> str:
@@ -226,10 +224,10 @@ def run_cli(argv, capsys) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("name", melformats.PRESETS)
-def test_cli_names_every_difference_of_the_recipes(tmp_path, lj_crop, h, name, capsys):
+def test_cli_names_every_difference_of_the_recipes(tmp_path, speech, h, name, capsys):
     from test_melformats import RECIPES
 
-    wavs, y = lj_crop
+    wavs, y = speech
     code, out = run_cli([saved(tmp_path / name, melformats.recipe_mel(name, y, h)), "--wavs_dir", wavs], capsys)
     found = {line.split("[")[1].split("]")[0] for line in out.splitlines() if ": error [" in line}
     assert found == RECIPES[name][0]
@@ -238,9 +236,9 @@ def test_cli_names_every_difference_of_the_recipes(tmp_path, lj_crop, h, name, c
         assert "1 of 1 mel file(s) compatible\n" in out and "warning" not in out
 
 
-# L1 (ln units) to the true mel printed by --convert: the limits of tests/test_melformats.py
-# (measured there on this crop: espnet 0.139, coqui 0.151 with its preset levels)
-CLI_L1_LIMIT = {"espnet": 0.16, "coqui": 0.175}
+# L1 (ln units) to the true mel printed by --convert, about 15 % over the values measured on this
+# clip (espnet 0.161; coqui 0.530, most of it the pauses' digital silence held at Coqui's -4 clip)
+CLI_L1_LIMIT = {"espnet": 0.185, "coqui": 0.61}
 
 
 def printed_l1(out: str) -> float:
@@ -248,38 +246,40 @@ def printed_l1(out: str) -> float:
     return float(line.split(": ")[-1].split()[0])
 
 
-def test_cli_convert_preset_and_auto(tmp_path, lj_crop, h, capsys):
-    wavs, y = lj_crop
+def test_cli_convert_preset_and_auto(tmp_path, speech, h, capsys):
+    wavs, y = speech
     true = melformats.hifigan_mel(y, h)
     espnet = saved(tmp_path / "espnet", melformats.espnet_mel(y))
     code, out = run_cli([espnet, "--convert", "--from", "espnet", "--out", str(tmp_path / "o1")], capsys)
     assert code == 0 and "1 of 1 mel file(s) converted" in out
-    assert "could not: the source holds nothing below 80 Hz or above 7600 Hz" in out and "T 173 -> 172" in out
+    assert "could not: the source holds nothing below 80 Hz or above 7600 Hz" in out
+    assert f"T {true.shape[1] + 1} -> {true.shape[1]}" in out
     mel = np.load(tmp_path / "o1" / "a.npy")
     assert mel.shape == true.shape and np.abs(mel - true).mean() < CLI_L1_LIMIT["espnet"]
     coqui = saved(tmp_path / "coqui", melformats.coqui_mel(y))
     code, out = run_cli([coqui, "--wavs_dir", wavs, "--convert", "--out", str(tmp_path / "o2")], capsys)
     assert code == 0 and "identified: [frames_center]; [fmax]; [symmetric4]" in out
     mel = np.load(tmp_path / "o2" / "a.npy")
-    assert printed_l1(out) == pytest.approx(np.abs(mel - true).mean(), abs=1e-3) and printed_l1(out) < 0.175
+    assert printed_l1(out) == pytest.approx(np.abs(mel - true).mean(), abs=1e-3)
+    assert printed_l1(out) < CLI_L1_LIMIT["coqui"]
 
 
-def test_cli_convert_with_given_levels(tmp_path, lj_crop, h, capsys):
+def test_cli_convert_with_given_levels(tmp_path, speech, h, capsys):
     """Coqui mels made with min_level_db -120 and ref_level_db 25: the preset's levels (-100, 20)
-    put the level off (measured L1 0.795); given with --set they convert as well as the default
-    recipe (0.148)."""
-    wavs, y = lj_crop
+    put the level off (measured L1 0.825); given with --set they convert (0.233: the lower floor
+    clips less of the pauses than the default recipe)."""
+    wavs, y = speech
     coqui = saved(tmp_path / "coqui", melformats.coqui_mel(y, min_level_db=-120.0, ref_level_db=25.0))
     argv = [coqui, "--wavs_dir", wavs, "--convert", "--from", "coqui"]
     _, out = run_cli(argv + ["--out", str(tmp_path / "o1")], capsys)
     assert printed_l1(out) > 0.5
     levels = ["--set", "min_level_db=-120", "--set", "ref_level_db=25"]
     code, out = run_cli(argv + levels + ["--out", str(tmp_path / "o2")], capsys)
-    assert code == 0 and printed_l1(out) < CLI_L1_LIMIT["coqui"]
+    assert code == 0 and printed_l1(out) < 0.27
 
 
-def test_cli_convert_usage_errors(tmp_path, lj_crop, capsys):
-    wavs, y = lj_crop
+def test_cli_convert_usage_errors(tmp_path, speech, capsys):
+    wavs, y = speech
     mels = saved(tmp_path / "m", melformats.espnet_mel(y))
     code, out = run_cli([mels, "--convert"], capsys)
     assert code == 2 and "--convert needs --out DIR" in out
