@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from meldataset import load_mel, notice, write_pcm16
+from melformats import load_mel_as
 from synthesis import (
     DEFAULT_CHUNK_FRAMES,
     build_generator,
@@ -88,8 +89,6 @@ def load_input(
     if kind == "wav":
         return wav_to_mel(path, h, on_notice).unsqueeze(0)
     if mel_format != "hifigan":
-        from melformats import load_mel_as
-
         return load_mel_as(path, h, mel_format, on_notice)
     return load_mel(path, h.num_mels, on_notice)
 
