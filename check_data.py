@@ -13,6 +13,7 @@ import argparse
 import sys
 
 from datacheck import check_filelists, format_problem, summary
+from melformats import MEL_FORMATS
 from utils import UserError, exit_with_user_error, load_config
 
 
@@ -23,6 +24,12 @@ def main(argv=None) -> None:
     parser.add_argument("--input_training_file", default="LJSpeech-1.1/training.txt", help="id|text filelist")
     parser.add_argument("--input_validation_file", default="LJSpeech-1.1/validation.txt", help="id|text filelist")
     parser.add_argument("--input_mels_dir", default=None, help="with fine-tuning: folder of the <id>.npy mels")
+    parser.add_argument(
+        "--mel_format",
+        default="hifigan",
+        choices=MEL_FORMATS,
+        help="with --input_mels_dir: the mels' format (as train.py --mel_format); a sample is compared with the wavs",
+    )
     parser.add_argument("--num_processes", type=int, default=1, help="training processes (GPUs) sharing the batch")
     parser.add_argument("--errors_only", action="store_true", help="print errors only (the summary counts all)")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for user errors")
@@ -36,6 +43,7 @@ def main(argv=None) -> None:
             h,
             world_size=a.num_processes,
             mels_dir=a.input_mels_dir,
+            mel_format=a.mel_format,
         )
     except UserError as e:
         exit_with_user_error(e, a.debug)

@@ -1,17 +1,22 @@
 """Check that `.npy` mel-spectrograms from another system (a TTS model, another vocoder's
-preprocessing) match this model's frontend before vocoding or fine-tuning with them.
+preprocessing) match this model's frontend, and convert them into it.
 
     python check_mel.py ft_dataset/ --config config_v1.json
     python check_mel.py ft_dataset/ --checkpoint_file cp_hifigan/g_02500000 --wavs_dir LJSpeech-1.1/wavs
+    python check_mel.py tts_mels/ --convert --from espnet --out tts_mels_hifigan/
+    python check_mel.py tts_mels/ --wavs_dir wavs/ --convert --out tts_mels_hifigan/    # --from auto
 
 The frontend (meldataset.mel_spectrogram) gives float arrays of shape (num_mels, T), natural log
 of the mel magnitude clamped at 1e-5 (silence = -11.513), T = floor(samples / hop_size) (no
 centre padding), from audio in [-1, 1] with the config's fmin/fmax. Without wavs the values are
 judged by their statistics (a guess, said so); with `--wavs_dir` (`<id>.wav` for each `<id>.npy`)
-each mel is also compared with this frontend's mel of its wav: the frame count, the affine map
-between the two (which tells the log base, dB scaling, normalization and level) and the fmax.
+each mel is identified against its wav (melformats.identify): band count, framing, fmin and fmax
+(a grid of common values), magnitude or power spectrum, log base / dB, normalisation with its
+fitted parameters, per-band normalisation and layout.
 
 One line per finding, with the fix. Exit status 0 when every mel is compatible, 1 otherwise.
+`--convert` writes each mel converted into this frontend (melformats.convert) to `--out` and
+says per file what it did and what it could not do; exit status 1 when some file failed.
 """
 
 import argparse
@@ -21,47 +26,23 @@ import sys
 from typing import NamedTuple
 
 import numpy as np
-import torch
 
-from meldataset import (
-    LOG_CLIP,
-    LOG_SILENCE,
-    AudioError,
-    MelError,
-    load_audio,
-    mel_from_config,
-    mel_spectrogram,
-    read_npy,
-)
+import melformats
+from meldataset import LOG_CLIP, LOG_SILENCE, AudioError, MelError, load_audio, read_npy
 from utils import DEFAULT_CONFIG, UserError, config_beside, exit_with_user_error, load_config
 
-LN10 = math.log(10.0)
-# Slope of a mel's values against the natural-log mel of this frontend, for common log scales
-LOG_SCALES = {
-    "ln": 1.0,
-    "log10": 1 / LN10,  # log10(magnitude)
-    "ln_power": 2.0,  # ln(magnitude^2)
-    "db10": 10 / LN10,  # 10 log10(magnitude) (power_to_db applied to a magnitude mel)
-    "db20": 20 / LN10,  # 20 log10(magnitude) = 10 log10(power) (amplitude_to_db, power_to_db of power)
-}
-SLOPE_TOLERANCE = 0.2  # relative: a fitted slope within 20 % of a known scale is that scale (smooth
-# TTS outputs give slopes a little below 1 against the true mel)
-LEVEL_TOLERANCE = 0.5  # natural-log offset (gain of about +-4 dB) still accepted
 LN_MAX_PLAUSIBLE = 4.0  # a full-scale sine gives about 2.3; larger values mean audio not in [-1, 1]
 INT16_OFFSET = math.log(32768.0)  # ln mel of int16-scale audio is 10.4 higher
-FIT_MIN_CORRELATION = 0.9  # below this the mel is not an affine function of this frontend's mel
-FIT_FLOOR_MARGIN = 2.0  # fit only on bins this far above the log floor (clamping is not affine)
-FMAX_CANDIDATES = (None, 4000.0, 7600.0, 8000.0, 12000.0)  # common fmax values (None: sr / 2)
-FMAX_IMPROVEMENT = 0.5  # another fmax must halve the fit residual to be reported
 FLOOR_OVERSHOOT = 3.0  # unclamped values this far below ln(1e-5) are an error, closer only a warning
-PER_BAND_MIN_RMSE = 0.1  # a global fit this poor (ln units) ...
-PER_BAND_IMPROVEMENT = 0.5  # ... that band-wise fits halve means a per-band normalization
 CLIP_FRACTION = 0.005  # share of values sitting exactly at the minimum that marks a clamp floor
+# findings about the value map: when the wav comparison finds one, the statistics' floor is moot
+VALUE_CODES = {"log10", "ln_power", "db", "linear", "range01", "standardized", "symmetric4", "normalized", "per_band"}
 
 
 class Finding(NamedTuple):
     code: str  # orientation, bands, shape, nonfinite, frames_center, frames, log10, ln_power, db, linear,
-    # range01, standardized, symmetric4, normalized, level, floor, fmax, mismatch, rate
+    # range01, standardized, symmetric4, normalized, per_band, level, floor, fmin, fmax, power_mel,
+    # mismatch, rate
     severity: str  # "error" (incompatible) or "warning" (works, but check)
     message: str  # what differs and how to fix it
 
@@ -106,31 +87,6 @@ def orient(mel: np.ndarray, num_mels: int, frames=None) -> tuple[np.ndarray | No
             "error",
             f"shape {shape}: {bands} mel bands (axis {band_axis}) but this model takes {num_mels}; "
             f"recompute with num_mels={num_mels} (or use a model trained on {bands} bands)",
-        )
-    ]
-
-
-def frame_findings(frames: int, samples: int, hop_size: int) -> list[Finding]:
-    """T against floor(samples / hop): centre padding gives one frame more."""
-    expected = samples // hop_size
-    if frames == expected:
-        return []
-    if frames == expected + 1:
-        return [
-            Finding(
-                "frames_center",
-                "error",
-                f"{frames} frames for {samples} samples = floor(n / {hop_size}) + 1: a centre-padded STFT "
-                "(librosa/torchaudio center=True), shifted by half a hop; recompute with center=False after "
-                f"reflect-padding (n_fft - hop) / 2 samples on each side (meldataset.mel_spectrogram)",
-            )
-        ]
-    return [
-        Finding(
-            "frames",
-            "error" if abs(frames - expected) > 3 else "warning",
-            f"{frames} frames but the wav gives floor({samples} / {hop_size}) = {expected}; check hop_size and "
-            "the sampling rate of the mel's frontend",
         )
     ]
 
@@ -258,165 +214,10 @@ def level_finding(hi: float) -> Finding:
     )
 
 
-# ---------------------------------------------------------------------------------------------
-# Values: against this frontend's mel of the wav
-# ---------------------------------------------------------------------------------------------
-
-
-def reference_mel(audio: np.ndarray, h, fmax="config") -> np.ndarray:
-    """This frontend's (num_mels, T) natural-log mel of `audio` (fmax of the config by default)."""
-    y = torch.from_numpy(np.asarray(audio, dtype=np.float32))
-    if fmax == "config":
-        return mel_from_config(y, h)[0].numpy()
-    return mel_spectrogram(y, h.n_fft, h.num_mels, h.sampling_rate, h.hop_size, h.win_size, h.fmin, fmax)[0].numpy()
-
-
-def affine_fit(mel: np.ndarray, ref: np.ndarray) -> tuple[float, float, float, float, float]:
-    """Least squares mel = a * ref + b over the bins of `ref` above its floor -> (a, b, r, rmse,
-    offset): r the correlation, rmse the residual in units of `ref` (divided by |a|), offset the
-    mean of mel - ref (the level difference when both are natural-log mels)."""
-    frames = min(mel.shape[1], ref.shape[1])
-    x, y = ref[:, :frames].ravel().astype(np.float64), mel[:, :frames].ravel().astype(np.float64)
-    keep = x > LOG_SILENCE + FIT_FLOOR_MARGIN
-    x, y = x[keep], y[keep]
-    if x.size < 10 or x.std() == 0 or y.std() == 0:
-        return float("nan"), float("nan"), 0.0, float("inf"), float("nan")
-    a, b = np.polyfit(x, y, 1)
-    r = float(np.corrcoef(x, y)[0, 1])
-    rmse = float(np.sqrt(np.mean((y - a * x - b) ** 2)) / max(abs(a), 1e-12))
-    return float(a), float(b), r, rmse, float(np.mean(y - x))
-
-
-def band_fit(mel: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
-    """`affine_fit` band by band -> (median correlation, pooled residual in units of `ref`)."""
-    rs, squares = [], []
-    for m, x in zip(mel, ref):
-        a, _, r, rmse, _ = affine_fit(m[None], x[None])
-        if math.isfinite(a):
-            rs.append(r)
-            squares.append(rmse**2)
-    return (float(np.median(rs)), float(np.sqrt(np.mean(squares)))) if rs else (0.0, float("inf"))
-
-
-def best_fit(mel: np.ndarray, audio: np.ndarray, h, ref: np.ndarray):
-    """The affine fit of `mel` to this frontend's mel `ref` of the wav, also trying the log of a
-    linear mel and the other common fmax values. Returns ((a, b, r, rmse, offset), linear,
-    findings): an fmax finding when another fmax fits far better."""
-    a, b, r, rmse, offset = affine_fit(mel, ref)
-    linear = False
-    if r < FIT_MIN_CORRELATION and mel.min() >= 0:  # maybe no log at all
-        fit = affine_fit(np.log(np.maximum(mel, 1e-12)), ref)
-        if fit[2] > r:
-            (a, b, r, rmse, offset), linear = fit, True
-    found = []
-    # fmax: the mel may fit another fmax's reference much better
-    best = (rmse, h.fmax)
-    for fmax in FMAX_CANDIDATES:
-        cand = None if fmax is None or fmax >= h.sampling_rate / 2 else fmax
-        if cand == h.fmax or (cand is None and h.fmax is None):
-            continue
-        fit = affine_fit(np.log(np.maximum(mel, 1e-12)) if linear else mel, reference_mel(audio, h, cand))
-        if fit[3] < best[0] * FMAX_IMPROVEMENT:
-            best = (fit[3], cand)
-            a, b, r, _, offset = fit
-    if best[1] != h.fmax:
-        found.append(
-            Finding(
-                "fmax",
-                "error",
-                f"the mel fits this frontend with fmax={best[1] or h.sampling_rate / 2:g} far better than with the "
-                f"config's fmax={h.fmax}; recompute the mels with fmax={h.fmax} (or use a model trained with that fmax)",
-            )
-        )
-    return (a, b, r, rmse, offset), linear, found
-
-
-def ln_level_findings(offset: float) -> list[Finding]:
-    """A natural-log mel's level against the wav's: int16-scale audio, or another gain."""
-    if abs(offset - INT16_OFFSET) < LEVEL_TOLERANCE:
-        return [
-            Finding(
-                "level",
-                "error",
-                f"natural-log mel {offset:.2f} too high: the audio was on the int16 scale; divide it by 32768 first",
-            )
-        ]
-    if abs(offset) > LEVEL_TOLERANCE:
-        return [
-            Finding(
-                "level",
-                "warning",
-                f"natural-log mel offset by {offset:+.2f} (audio gain x{math.exp(offset):.3g} against the wav); fine if "
-                "intended (e.g. peak normalization), otherwise check the audio scaling",
-            )
-        ]
-    return []
-
-
-def fit_findings(mel: np.ndarray, audio: np.ndarray, h, stats: list[Finding]) -> list[Finding]:
-    """Compare with this frontend's mel of the wav: the affine map between them names the log
-    base / dB scale / normalization and level; a much better fit with another common fmax is
-    reported as an fmax mismatch."""
-    ref = reference_mel(audio, h)
-    (a, b, r, rmse, offset), linear, found = best_fit(mel, audio, h, ref)
-    stats_kind = {f.code for f in stats} & {"standardized", "symmetric4", "range01"}
-    band_r, band_rmse = band_fit(mel, ref)
-    global_poor = r < FIT_MIN_CORRELATION or (rmse > PER_BAND_MIN_RMSE and band_rmse < PER_BAND_IMPROVEMENT * rmse)
-    if global_poor and band_r >= FIT_MIN_CORRELATION:
-        code = stats_kind.pop() if stats_kind else "normalized"
-        return found + [
-            Finding(
-                code,
-                "error",
-                "values are normalized per mel band (each band follows this frontend's mel with its own scale and "
-                "offset, e.g. per-band mean/std standardization); undo it with your system's per-band statistics",
-            )
-        ]
-    if r < FIT_MIN_CORRELATION:
-        return found + [
-            Finding(
-                "mismatch",
-                "error",
-                f"the mel does not follow this frontend's mel of the wav (correlation {r:.2f}); check n_fft, win_size, "
-                "hop_size, fmin/fmax, mel scale (Slaney, not HTK) and filter normalization against the config",
-            )
-        ]
-    mapping = f"mel ~ {a:.4g} * ln_mel {b:+.4g}; convert with ln_mel = (mel {-b:+.4g}) / {a:.4g}"
-    scale = next((k for k, s in LOG_SCALES.items() if abs(a / s - 1) < SLOPE_TOLERANCE), None)
-    if linear:
-        kind = "power" if abs(a / 2 - 1) < SLOPE_TOLERANCE else "magnitude"
-        return found + [
-            Finding(
-                "linear",
-                "error",
-                f"values are a linear {kind} mel without log (ln of the values ~ {a:.3g} * ln_mel + {b:.3g}); "
-                f"use np.log(np.maximum(mel, 1e-5))" + (" after a square root" if kind == "power" else ""),
-            )
-        ]
-    if stats_kind or scale is None:
-        code = stats_kind.pop() if stats_kind else "normalized"
-        named = {
-            "standardized": "standardized (mean/variance normalized)",
-            "symmetric4": "normalized to [-4, 4]",
-            "range01": "normalized to [0, 1]",
-            "normalized": "scaled and shifted (normalized)",
-        }[code]
-        return found + [Finding(code, "error", f"values are {named}: {mapping} (exact only above the clip floor)")]
-    if scale == "ln":
-        return found + ln_level_findings(offset) + [f for f in stats if f.code == "floor"]
-    names = {
-        "log10": "log10 of the mel magnitude",
-        "ln_power": "natural log of the mel power",
-        "db10": "10*log10 of the mel magnitude (dB)",
-        "db20": "20*log10 of the mel magnitude = 10*log10 of the power (dB)",
-    }
-    code = "db" if scale.startswith("db") else scale
-    return found + [Finding(code, "error", f"values are {names[scale]}: {mapping}")]
-
-
 def check_mel(mel: np.ndarray, h, audio: np.ndarray | None = None) -> list[Finding]:
     """All findings for one mel array (any layout), optionally against the audio it was made from
-    (mono, at `h.sampling_rate`, in [-1, 1]). An empty list means compatible."""
+    (mono, at `h.sampling_rate`, in [-1, 1]): `melformats.identify`. An empty list means
+    compatible."""
     mel = np.asarray(mel)
     if not np.issubdtype(mel.dtype, np.floating) and not np.issubdtype(mel.dtype, np.integer):
         return [Finding("shape", "error", f"dtype {mel.dtype}; save a float32 array")]
@@ -428,10 +229,13 @@ def check_mel(mel: np.ndarray, h, audio: np.ndarray | None = None) -> list[Findi
         return found
     values = oriented if oriented is not None else mel.reshape(-1, mel.shape[-1])
     stats = value_findings(values)
-    if oriented is None or audio is None:
+    if audio is None:
         return found + stats
-    found += frame_findings(oriented.shape[1], audio.size, h.hop_size)
-    return found + fit_findings(oriented, audio, h, stats)
+    report = melformats.identify(mel, audio, h)
+    found = [Finding(*f) for f in report.findings]
+    if not {f.code for f in found} & (VALUE_CODES | {"mismatch", "floor"}):
+        found += [f for f in stats if f.code == "floor"]  # unclamped overshoot below the floor (TTS outputs)
+    return found
 
 
 # ---------------------------------------------------------------------------------------------
@@ -464,19 +268,25 @@ def config_for(a):
     return load_config(DEFAULT_CONFIG), DEFAULT_CONFIG
 
 
+def source_audio(path: str, h, wavs_dir: str | None) -> tuple[np.ndarray | None, list[Finding]]:
+    """The wav `<wavs_dir>/<id>.wav` of `<id>.npy` (None without --wavs_dir, or with a warning
+    when it cannot be read at the config's rate)."""
+    if not wavs_dir:
+        return None, []
+    wav = os.path.join(wavs_dir, os.path.splitext(os.path.basename(path))[0] + ".wav")
+    try:
+        return load_audio(wav, h.sampling_rate, mixdown=True, on_notice=lambda msg: None), []
+    except AudioError as e:  # missing, unreadable, or another rate: not compared
+        return None, [Finding("rate", "warning", f"{e}; values judged from statistics only")]
+
+
 def check_file(path: str, h, wavs_dir=None) -> list[Finding]:
     """Findings for one `.npy` file (and `<wavs_dir>/<id>.wav` when given)."""
     try:
         mel = read_npy(path)
     except MelError as e:  # missing, unreadable or not numbers
         return [Finding("shape", "error", str(e).removeprefix(f"{path}: "))]
-    audio, found = None, []
-    if wavs_dir:
-        wav = os.path.join(wavs_dir, os.path.splitext(os.path.basename(path))[0] + ".wav")
-        try:
-            audio = load_audio(wav, h.sampling_rate, mixdown=True, on_notice=lambda msg: None)
-        except AudioError as e:  # missing, unreadable, or another rate: not compared
-            found.append(Finding("rate", "warning", f"{e}; values judged from statistics only"))
+    audio, found = source_audio(path, h, wavs_dir)
     return found + check_mel(mel, h, audio)
 
 
@@ -497,22 +307,130 @@ def report(files: list[str], h, config_path: str, wavs_dir=None) -> int:
             bad += 1
     summary = ", ".join(f"{c} x{n}" for c, n in sorted(codes.items()))
     print(f"{len(files) - bad} of {len(files)} mel file(s) compatible" + (f" ({summary})" if summary else ""))
+    if bad:
+        print("convert them into this frontend: add --convert --out DIR (and --from FORMAT without --wavs_dir)")
     return bad
 
 
+def parse_settings(items: list[str]) -> dict:
+    """`--set KEY=VALUE` items -> {key: float, bool, None or str} (melformats.given_format)."""
+    given = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set {item}: expected KEY=VALUE, e.g. --set fmin=55 or --set min_level_db=-100")
+        words = {"true": True, "false": False, "none": None}
+        if value.lower() in words:
+            given[key] = words[value.lower()]
+        else:
+            try:
+                given[key] = float(value)
+            except ValueError:
+                given[key] = value
+        if key in ("num_mels", "power") and isinstance(given[key], float):
+            given[key] = int(given[key])
+    return given
+
+
+def convert_file(path: str, h, source: str, given: dict, wavs_dir: str | None, out_dir: str) -> list[str]:
+    """Convert one `.npy` file into `<out_dir>/<name>.npy` -> the lines to print (what was done,
+    what could not be done, the L1 to the wav's mel when it is there). Raises `MelError`."""
+    mel = read_npy(path)
+    audio, found = source_audio(path, h, wavs_dir)
+    lines = [f"warning [{f.code}] {f.message}" for f in found]
+    try:
+        if source == "auto":
+            report = melformats.identify(mel, audio, h)  # without the wav: a guess from the values
+            if any(f.code == "mismatch" for f in report.findings):
+                raise MelError(f"{path}: not converted: {report.findings[-1].message}")
+            how = "guessed from the values alone (pass --wavs_dir to identify it)" if report.guessed else "identified"
+            lines.append(f"{how}: " + ("; ".join(f"[{c}]" for c in report.codes) or "this frontend's"))
+            fmt = report.format
+        else:
+            fmt = melformats.preset_format(source, h)
+        if given:
+            fmt = melformats.given_format(fmt, given)
+        out, notes = melformats.convert(mel, fmt, h, audio=audio)
+    except ValueError as e:  # no axis of the format's bands, NaN values
+        raise MelError(f"{path}: {e}; check --from and --set num_mels") from None
+    target = os.path.join(out_dir, os.path.basename(path))
+    np.save(target, out)
+    lines += notes
+    if audio is not None:
+        true = melformats.hifigan_mel(audio, h)
+        frames = min(true.shape[1], out.shape[1])
+        l1 = float(np.abs(out[:, :frames] - true[:, :frames]).mean())
+        lines.append(f"L1 to this frontend's mel of the wav: {l1:.3f} (ln units)")
+    lines.append(f"written {target} {tuple(out.shape)}")
+    return lines
+
+
+def convert_files(files: list[str], h, source: str, given: dict, wavs_dir: str | None, out_dir: str) -> int:
+    """`convert_file` for each file, its lines printed -> the number of files that failed."""
+    if os.path.abspath(out_dir) in {os.path.abspath(os.path.dirname(f)) for f in files}:
+        raise UserError(f"--out {out_dir} holds the input mels; write the converted ones to another folder")
+    os.makedirs(out_dir, exist_ok=True)
+    failed = 0
+    for path in files:
+        try:
+            lines = convert_file(path, h, source, given, wavs_dir, out_dir)
+        except MelError as e:
+            print(f"error: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        for line in lines:
+            print(f"{path}: {line}")
+    print(f"{len(files) - failed} of {len(files)} mel file(s) converted into {out_dir}")
+    return failed
+
+
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Check .npy mels from another system against this model's frontend.")
+    parser = argparse.ArgumentParser(
+        description="Check .npy mels from another system against this model's frontend, or convert them into it."
+    )
     parser.add_argument("mels", nargs="+", help=".npy mel files, or folders of them")
     parser.add_argument(
-        "--wavs_dir", default=None, help="folder of the source wavs (<id>.wav for <id>.npy): compare with their mels"
+        "--wavs_dir", default=None, help="folder of the source wavs (<id>.wav for <id>.npy): identify against them"
     )
     parser.add_argument("--config", default=None, help="the model's config JSON (default: config_v1.json)")
     parser.add_argument("--checkpoint_file", default=None, help="use the config.json next to this checkpoint")
+    parser.add_argument("--convert", action="store_true", help="convert the mels into this frontend (to --out)")
+    parser.add_argument(
+        "--from",
+        dest="source",
+        default="auto",
+        choices=("auto",) + melformats.MEL_FORMATS,
+        help="--convert: the mels' format, a toolkit preset, or auto (identified against --wavs_dir, else guessed "
+        "from the values)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="--convert: a parameter of the source format (fmin, fmax, num_mels, center, layout, min_level_db, "
+        "ref_level_db, max_norm, symmetric, mean, std, ...); repeat for several",
+    )
+    parser.add_argument("--out", default=None, help="--convert: folder for the converted <id>.npy")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for user errors")
     a = parser.parse_args(argv)
     try:
         h, config_path = config_for(a)
-        bad = report(mel_files(a.mels), h, config_path, a.wavs_dir)
+        files = mel_files(a.mels)
+        if not a.convert:
+            if a.out or a.settings or a.source != "auto":
+                raise UserError("--from, --set and --out are for --convert; add --convert")
+            bad = report(files, h, config_path, a.wavs_dir)
+        else:
+            if not a.out:
+                raise UserError("--convert needs --out DIR, the folder for the converted mels")
+            try:
+                given = parse_settings(a.settings)
+                melformats.given_format(melformats.preset_format("hifigan", h), given)  # names checked once
+            except ValueError as e:
+                raise UserError(f"--set: {e}") from None
+            bad = convert_files(files, h, a.source, given, a.wavs_dir, a.out)
     except UserError as e:
         exit_with_user_error(e, a.debug)
     sys.exit(1 if bad else 0)

@@ -10,7 +10,8 @@ because the authors' loader (scipy, divided by 32768) misreads them.
 
 Codes (`Problem.code`), per file: missing, empty, not_audio, truncated, sampling_rate, channels,
 encoding, nonfinite, silent, clipped, short, missing_mel; per filelist: blank_line, malformed,
-duplicate, overlap, too_few, no_validation.
+duplicate, overlap, too_few, no_validation; for the fine-tuning mels (a sample of them compared
+with their wavs): mel_format.
 
 The filelists are read once by `meldataset.read_filelist`; `check_dataset` checks what it read
 (train.py then builds its datasets from the same `Filelist`s), `check_filelists` reads and checks.
@@ -26,7 +27,9 @@ from typing import NamedTuple
 import numpy as np
 import soundfile as sf
 
-from meldataset import Filelist, FilelistEntry, read_filelist
+import melformats
+from meldataset import MEL_FRAME_TOLERANCE, Filelist, FilelistEntry, load_audio, read_filelist, read_npy
+from utils import UserError
 
 CLIPPED_LEVEL = 0.999  # |x| at or above this fraction of full scale counts as clipped
 CLIPPED_FRACTION = 1e-3  # clipped when more than 0.1 % of the samples are at full scale...
@@ -40,6 +43,9 @@ HIGH_RES = {"PCM_24", "PCM_32", "FLOAT", "DOUBLE"}  # read correctly here, misre
 LOW_RES = {"PCM_U8", "PCM_S8", "ULAW", "ALAW"}  # 8-bit: audible quantization noise
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg")
 MAX_LISTED_LINES = 10  # blank line numbers quoted in one message
+# fine-tuning: mels identified against their wavs before training (about 0.1 s for 10 s of audio
+# each); a set made with one frontend shows it in any file
+MEL_SAMPLE = 3
 
 
 class Problem(NamedTuple):
@@ -392,6 +398,34 @@ def mel_problems(paths: list[str], mels_dir: str) -> list[Problem]:
     return problems
 
 
+def mel_format_problems(paths: list[str], mels_dir: str, h, mel_format: str, sample: int = MEL_SAMPLE) -> list[Problem]:
+    """Fine-tuning: `sample` of the mels of `paths` (spread over the list; those whose mel and wav
+    can be read) identified against their wavs (melformats.declared_mismatch). A mel that is not
+    of `mel_format` is an error of the whole set (the path is `mels_dir`, which --skip_bad_files
+    cannot leave out), with the diagnosis and the --mel_format that fits, if any."""
+    pairs = [
+        (p, os.path.join(mels_dir, os.path.splitext(os.path.basename(p))[0] + ".npy")) for p in dict.fromkeys(paths)
+    ]
+    pairs = [(wav, mel) for wav, mel in pairs if os.path.isfile(wav) and os.path.isfile(mel)]
+    if not pairs:
+        return []
+    picked = sorted({round(i) for i in np.linspace(0, len(pairs) - 1, min(sample, len(pairs)))})
+    problems = []
+    for wav, mel_path in (pairs[i] for i in picked):
+        try:
+            mel = read_npy(mel_path)
+            audio = load_audio(wav, h.sampling_rate, dataset=True)
+            frames = audio.size // h.hop_size
+            if mel.ndim < 2 or min(abs(n - frames) for n in mel.shape[-2:]) > MEL_FRAME_TOLERANCE + 1:
+                continue  # another clip's mel, or cut: MelDataset names it (and --skip_bad_files can leave it out)
+            wrong = melformats.declared_mismatch(mel, audio, h, mel_format)
+        except (UserError, ValueError):  # unreadable files are reported by the other checks
+            continue
+        if wrong:
+            problems.append(Problem(mels_dir, "error", "mel_format", f"{mel_path} (against {wav}): {wrong}"))
+    return problems
+
+
 def size_problems(
     training: Filelist, validation: Filelist, bad: set, batch_size: int, world_size: int
 ) -> list[Problem]:
@@ -435,10 +469,12 @@ def check_dataset(
     world_size: int = 1,
     mels_dir: str | None = None,
     progress: bool = True,
+    mel_format: str = "hifigan",
 ) -> list[Problem]:
     """Every problem of a training set read by `read_filelist`: the filelists' lines, duplicated
     ids, ids in both lists, `check_wav` of every listed file, with `mels_dir` (fine-tuning) a
-    missing `<mels_dir>/<id>.npy`, and too few usable training files for a batch (global
+    missing `<mels_dir>/<id>.npy` and a sample of the mels not of `mel_format` (melformats.MEL_FORMATS),
+    and too few usable training files for a batch (global
     `batch_size`, default the config's, split over `world_size` processes)."""
     batch_size = h.batch_size if batch_size is None else batch_size
     problems = filelist_problems(training) + filelist_problems(validation)
@@ -449,6 +485,10 @@ def check_dataset(
     if mels_dir is not None:
         listed = [e.path for e in training.entries + validation.entries if e.path not in malformed]
         problems += mel_problems(listed, mels_dir)
+        problems += mel_format_problems(listed, mels_dir, h, mel_format)
+    elif mel_format != "hifigan":
+        message = f"--mel_format {mel_format} is for fine-tuning mels; pass them with --input_mels_dir (train.py: --fine_tuning)"
+        problems.append(Problem("--mel_format", "error", "mel_format", message))
     bad = {p.path for p in problems if p.severity == "error"}
     return problems + size_problems(training, validation, bad, batch_size, world_size)
 

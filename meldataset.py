@@ -360,7 +360,9 @@ class MelDataset(torch.utils.data.Dataset):
     sampling_rate, fmin, fmax, fmax_for_loss). Training (`split=True`): a random `segment_size`
     crop of the peak-normalized (x0.95) audio, its mel (fmax) and its loss mel (fmax_for_loss);
     short clips are zero-padded. Fine-tuning reads the teacher-forced mel
-    `<base_mels_path>/<name>.npy` instead and crops mel and audio together. `n_cache_reuse`: how
+    `<base_mels_path>/<name>.npy` instead (read by `mel_loader`, path -> (1, num_mels, T), when
+    given: melformats.mel_loader converts another toolkit's format) and crops mel and audio
+    together. `n_cache_reuse`: how
     many further items reuse a loaded clip (the original's cache; training uses 0).
 
     An item is `dataset[index]` (crops from the global `random`, as the original) or
@@ -377,6 +379,7 @@ class MelDataset(torch.utils.data.Dataset):
         n_cache_reuse: int = 0,
         fine_tuning: bool = False,
         base_mels_path: str | None = None,
+        mel_loader: Callable[[str], torch.Tensor] | None = None,
     ):
         self.audio_files = list(training_files)
         random.seed(1234)
@@ -389,6 +392,7 @@ class MelDataset(torch.utils.data.Dataset):
         self._cache_ref_count = 0
         self.fine_tuning = fine_tuning
         self.base_mels_path = base_mels_path
+        self.mel_loader = mel_loader
 
     def _load(self, filename: str) -> np.ndarray:
         audio = load_audio(filename, self.h.sampling_rate, dataset=True)
@@ -403,7 +407,7 @@ class MelDataset(torch.utils.data.Dataset):
         segment_size, hop_size = self.h.segment_size, self.h.hop_size
         name = os.path.splitext(os.path.basename(filename))[0]
         mel_path = os.path.join(self.base_mels_path, name + ".npy")
-        mel = load_mel(mel_path, self.h.num_mels)
+        mel = self.mel_loader(mel_path) if self.mel_loader else load_mel(mel_path, self.h.num_mels)
         mel, audio = reconcile_mel_audio(mel, audio, hop_size, mel_path)
         if self.split:
             frames_per_seg = math.ceil(segment_size / hop_size)

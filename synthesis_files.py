@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from meldataset import load_mel, notice, write_pcm16
+from melformats import load_mel_as
 from synthesis import (
     DEFAULT_CHUNK_FRAMES,
     build_generator,
@@ -80,10 +81,15 @@ def estimate_frames(path: str, kind: str, h) -> int:
         return 0
 
 
-def load_input(path: str, kind: str, h, on_notice: Callable[[str], None] = notice) -> torch.Tensor:
-    """An audio file (its mel) or a `.npy` mel in any accepted layout -> (1, num_mels, T) float32."""
+def load_input(
+    path: str, kind: str, h, on_notice: Callable[[str], None] = notice, mel_format: str = "hifigan"
+) -> torch.Tensor:
+    """An audio file (its mel) or a `.npy` mel in any accepted layout -> (1, num_mels, T) float32;
+    a mel of another `mel_format` (melformats.MEL_FORMATS) is converted into this frontend."""
     if kind == "wav":
         return wav_to_mel(path, h, on_notice).unsqueeze(0)
+    if mel_format != "hifigan":
+        return load_mel_as(path, h, mel_format, on_notice)
     return load_mel(path, h.num_mels, on_notice)
 
 
@@ -127,6 +133,7 @@ def vocode_files(
     on_notice: Callable[[str], None] = notice,
     on_error: Callable[[str], None] = _print_error,
     lengths: dict[str, int] | None = None,
+    mel_format: str = "hifigan",
 ) -> dict:
     """Vocode `paths` (audio files or `.npy` mels) into `<output_dir>/<name><suffix>.wav`.
 
@@ -136,7 +143,8 @@ def vocode_files(
     only; ignored on other devices and with `debug`) spreads the batches over that many spawned
     processes with `torch.get_num_threads() // workers` threads each (call it under
     `if __name__ == "__main__":`). A file that fails is reported through `on_error` in one line
-    and the others are still written (with `debug`, the exception propagates).
+    and the others are still written (with `debug`, the exception propagates). `mel_format`: the
+    format of `.npy` mels (see `load_input`).
     Returns {"files", "failed", "seconds", "wall"}.
     """
     os.makedirs(output_dir, exist_ok=True)
@@ -156,14 +164,17 @@ def vocode_files(
 
     try:
         if workers > 1 and not debug and len(groups) > 1 and next(generator.parameters()).device.type == "cpu":
-            jobs = [(g, output_dir, kind, suffix, chunk_frames, {p: lengths.get(p, 0) for p in g}) for g in groups]
+            jobs = [
+                (g, output_dir, kind, suffix, chunk_frames, {p: lengths.get(p, 0) for p in g}, mel_format)
+                for g in groups
+            ]
             _in_workers(generator, h, jobs, workers, totals, on_notice, on_error, bar)
         else:
             for group in groups:
                 loaded = []
                 for path in group:
                     try:
-                        loaded.append((path, load_input(path, kind, h, on_notice)))
+                        loaded.append((path, load_input(path, kind, h, on_notice, mel_format)))
                     except Exception as e:  # one bad file must not stop the others
                         fail(path, e)
                 try:
@@ -204,7 +215,7 @@ def _worker_init(state_dict: dict, h, threads: int) -> None:
 
 def _worker_task(job: tuple) -> tuple[dict, list[str], list[str]]:
     """One batch of `vocode_files` in a pool process -> (its result, notices, error lines)."""
-    group, output_dir, kind, suffix, chunk_frames, lengths = job
+    group, output_dir, kind, suffix, chunk_frames, lengths, mel_format = job
     notices, errors = [], []
     result = vocode_files(
         _WORKER_STATE["generator"],
@@ -218,6 +229,7 @@ def _worker_task(job: tuple) -> tuple[dict, list[str], list[str]]:
         on_notice=notices.append,
         on_error=errors.append,
         lengths=lengths,
+        mel_format=mel_format,
     )
     return result, notices, errors
 
@@ -387,6 +399,7 @@ def run(a, kind: str) -> None:
             progress=sys.stdout.isatty(),
             debug=a.debug,
             lengths=lengths,
+            mel_format=getattr(a, "mel_format", "hifigan"),
         )
     except UserError as e:
         exit_with_user_error(e, a.debug)

@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from env import build_env
 from meldataset import MelDataset, make_demo_dataset, mel_from_config, read_filelist
+from melformats import MEL_FORMATS, mel_loader
 from training import FAMILIES, Family, StepContext
 from utils import (
     CHECKPOINT_DIGITS,
@@ -438,7 +439,13 @@ def check_training_data(a, h, world_size: int, is_master: bool) -> None:
     validation_list = read_filelist(a.input_validation_file, a.input_wavs_dir)
     mels_dir = a.input_mels_dir if a.fine_tuning else None
     problems = check_dataset(
-        training_list, validation_list, h, world_size=world_size, mels_dir=mels_dir, progress=is_master
+        training_list,
+        validation_list,
+        h,
+        world_size=world_size,
+        mels_dir=mels_dir,
+        progress=is_master,
+        mel_format=a.mel_format,
     )
     errors = [p for p in problems if p.severity == "error"]
     if is_master:
@@ -510,7 +517,9 @@ def build_loaders(a, h, batch_size: int, world_size: int, rank: int, is_master: 
     """(train sampler, train loader, validation loader or None) as the original builds them, over
     the checked file lists of check_training_data. The loaders draw from generators of their own,
     so iterating them leaves the training's random state as it was (exact resume)."""
-    fine_tuning = dict(fine_tuning=a.fine_tuning, base_mels_path=a.input_mels_dir)  # teacher-forced mels
+    fine_tuning = dict(  # teacher-forced mels, converted from --mel_format
+        fine_tuning=a.fine_tuning, base_mels_path=a.input_mels_dir, mel_loader=mel_loader(a.mel_format, h)
+    )
     # NOTE: single-process training shuffles the file list once (seeded) and then iterates it
     # in that order every epoch, as the original (random crops still differ).
     trainset = MelDataset(a.training_files, h, shuffle=world_size == 1, **fine_tuning)
@@ -777,6 +786,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=False,
         type=str2bool,
         help="train on teacher-forced mels from --input_mels_dir (`--fine_tuning` or `--fine_tuning True`)",
+    )
+    parser.add_argument(
+        "--mel_format",
+        default="hifigan",
+        choices=MEL_FORMATS,
+        help="--fine_tuning: the toolkit whose frontend made the mels, converted as they are read (default hifigan: "
+        "this model's own); the data check compares a sample of them with their wavs",
     )
     parser.add_argument("--training_steps", type=int, default=None, help="stop after this many steps in total")
     parser.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda if available")

@@ -175,6 +175,41 @@ def test_missing_mels_for_fine_tuning(fixture_wavs, tmp_path):
     assert [(p.path, p.severity) for p in problems] == [(os.path.join(fixture_wavs, "good1.wav"), "error")]
 
 
+def test_fine_tuning_mels_of_another_format(fixture_wavs, tmp_path):
+    """A sample of the fine-tuning mels is identified against the wavs: this model's own mels pass
+    by default and are refused as --mel_format espnet (with the fix); ESPnet mels the other way
+    round. The problem belongs to the mel folder, which --skip_bad_files cannot leave out."""
+    import melformats
+    from meldataset import load_wav
+
+    tr, va = write_lists(tmp_path, ["good0|a", "good1|b"], ["good2|v"])
+    own, espnet = tmp_path / "own", tmp_path / "espnet"
+    for folder in (own, espnet):
+        folder.mkdir()
+    for name in GOOD:
+        audio, _ = load_wav(os.path.join(fixture_wavs, f"{name}.wav"))
+        np.save(own / f"{name}.npy", melformats.hifigan_mel(audio, H))
+        np.save(espnet / f"{name}.npy", melformats.espnet_mel(audio))
+
+    def mel_format_problems(mels, mel_format):
+        problems = check_filelists(tr, va, fixture_wavs, H, batch_size=1, mels_dir=str(mels), mel_format=mel_format)
+        return [p for p in problems if p.code == "mel_format"]
+
+    assert mel_format_problems(own, "hifigan") == [] and mel_format_problems(espnet, "espnet") == []
+    problems = mel_format_problems(own, "espnet")
+    assert len(problems) == 3 and {p.path for p in problems} == {str(own)}
+    assert (
+        "not --mel_format espnet: nothing differs from this model's frontend; they are this model's own format"
+        in problems[0].message
+    )
+    (first, *_) = mel_format_problems(espnet, "hifigan")
+    assert first.severity == "error" and "[log10]" in first.message and "pass --mel_format espnet" in first.message
+    (problem,) = [
+        p for p in check_filelists(tr, va, fixture_wavs, H, batch_size=1, mel_format="coqui") if p.code == "mel_format"
+    ]
+    assert "--mel_format coqui is for fine-tuning mels" in problem.message
+
+
 def test_cli_lists_every_problem_and_exits_1(fixture_wavs, tmp_path, capsys):
     names = sorted(EXPECTED) + GOOD
     tr, va = write_lists(tmp_path, [f"{n}|x" for n in names], ["good0|v"])

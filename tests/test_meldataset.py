@@ -216,6 +216,26 @@ def test_fine_tuning_exactly_one_segment_of_frames(tmp_path):
     assert mel.shape == (80, 32) and audio.shape == (8192,)
 
 
+def test_fine_tuning_mel_loader_converts_another_format(tmp_path):
+    """ESPnet mels read through melformats.mel_loader: the item is the converted mel (one frame
+    fewer than ESPnet's, nothing printed), not ESPnet's values transposed."""
+    import melformats
+
+    h = config("v1")
+    ds, frames = fine_tuning_dataset(tmp_path, 0)
+    audio, _ = meldataset.load_wav(ds.audio_files[0])
+    espnet = melformats.espnet_mel(audio)
+    np.save(tmp_path / "ft.npy", espnet)
+    assert espnet.shape == (frames + 1, 80)
+    loader = melformats.mel_loader("espnet", h)
+    ds = MelDataset(ds.audio_files, h, split=False, fine_tuning=True, base_mels_path=str(tmp_path), mel_loader=loader)
+    mel, audio, _, _ = ds[0]
+    converted, _ = melformats.convert(espnet, "espnet", h)
+    torch.testing.assert_close(mel, torch.from_numpy(converted), rtol=0, atol=0)
+    assert audio.shape == (frames * 256,)
+    assert melformats.mel_loader("hifigan", h) is None
+
+
 def test_fine_tuning_mel_shape_error(tmp_path):
     ds, _ = fine_tuning_dataset(tmp_path, 0)
     np.save(tmp_path / "ft.npy", np.zeros((3, 80, 10), np.float32))

@@ -177,6 +177,34 @@ def test_fine_tuning_with_teacher_forced_mels(tmp_path, capsys):
     assert "clip1.npy: mel has 5 frames but the audio gives" in capsys.readouterr().err
 
 
+def test_fine_tuning_refuses_log10_mels_and_trains_with_mel_format(tmp_path, capsys):
+    """ESPnet mels (log10, 80-7600 Hz, centre-padded, (T, 80)): the data check identifies a sample
+    against the wavs and stops with the diagnosis; with --mel_format espnet they are converted
+    and the run trains."""
+    import melformats
+    from meldataset import load_wav
+
+    wavs, tr, va = make_data(tmp_path / "data", n=2, seconds=0.6)
+    mels = tmp_path / "mels"
+    mels.mkdir()
+    for i in range(2):
+        audio, _ = load_wav(os.path.join(wavs, f"clip{i}.wav"))
+        np.save(mels / f"clip{i}.npy", melformats.espnet_mel(audio))
+    argv = ["--fine_tuning", "--input_mels_dir", str(mels)]
+    with pytest.raises(SystemExit):
+        run_train(tmp_path, *argv, steps=1, data=(wavs, tr, va))
+    err = capsys.readouterr().err
+    assert "error [mel_format]" in err and "clip0.npy" in err
+    assert "[log10] values are log10 of the mel" in err and "[fmin] the mel fits fmin=80 Hz" in err
+    assert "they are espnet mels: pass --mel_format espnet" in err
+    assert not os.path.exists(tmp_path / "cp" / "g_00000000")
+    run_train(tmp_path, *argv, "--mel_format", "espnet", steps=1, data=(wavs, tr, va))
+    assert os.path.isfile(tmp_path / "cp" / "g_00000000")
+    with pytest.raises(SystemExit):  # the mels are not Coqui's: refused again
+        run_train(tmp_path, *argv, "--mel_format", "coqui", steps=1, data=(wavs, tr, va))
+    assert "not --mel_format coqui" in capsys.readouterr().err
+
+
 def ddp_run(tmp_path, launcher, *extra, **config_overrides):
     """Run train.py for 2 steps in 2 processes on 4 clips (global batch 4) with `launcher` + argv."""
     wavs, tr, va = make_data(tmp_path / "data", n=4)
