@@ -103,7 +103,9 @@ def setup_distributed(local_rank: int, world_size: int, rank: int, a, h):
     if world_size > 1:
         backend = h.dist_config["dist_backend"] if device.type == "cuda" else "gloo"
         if "RANK" in os.environ:  # torchrun: rendezvous from the environment
-            dist.init_process_group(backend=backend, timeout=COLLECTIVE_TIMEOUT)
+            store = elastic_store(world_size)
+            own_store = dict(store=store, rank=rank, world_size=world_size) if store is not None else {}
+            dist.init_process_group(backend=backend, timeout=COLLECTIVE_TIMEOUT, **own_store)
         else:  # mp.spawn on one machine, as the original
             dist.init_process_group(
                 backend=backend,
@@ -114,6 +116,25 @@ def setup_distributed(local_rank: int, world_size: int, rank: int, a, h):
             )
         return device, dist.new_group(backend="gloo", timeout=DIST_TIMEOUT)  # host-side barrier only
     return device, None
+
+
+def elastic_store(world_size: int):
+    """Under `torchrun --max-restarts` on one node: the agent's store, its keys prefixed with the
+    restart count (None elsewhere: the default env:// rendezvous).
+
+    Why: torchrun (torch 2.x, c10d rendezvous) hands every restarted group the same TCPStore, with
+    the keys the previous group wrote still in it. A restarted rank may then read a dead rank's
+    address before the new rank has written its own, and the group fails to form or hangs; this
+    prefix gives each attempt keys of its own. On several nodes the restart counts of the agents
+    can differ, so there set TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 instead (a fresh store per
+    attempt; README "Several GPUs, several nodes")."""
+    env = os.environ
+    shared = env.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and int(env.get("TORCHELASTIC_MAX_RESTARTS", "0")) > 0
+    if not shared or int(env.get("GROUP_WORLD_SIZE", "1")) != 1:
+        return None
+    store = dist.TCPStore(env["MASTER_ADDR"], int(env["MASTER_PORT"]), world_size, is_master=False,
+                          timeout=COLLECTIVE_TIMEOUT)  # fmt: skip
+    return dist.PrefixStore(f"hifigan/attempt_{env['TORCHELASTIC_RESTART_COUNT']}", store)
 
 
 def family_of(h, source: str = "config") -> Family:
