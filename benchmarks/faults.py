@@ -219,7 +219,7 @@ def main(argv=None) -> None:
     import pathlib
 
     make_training_data(pathlib.Path(work) / "data", n=4 * a.processes)
-    write_tiny_config(pathlib.Path(work), batch_size=2 * a.processes, segment_size=1024)
+    write_tiny_config(pathlib.Path(work), batch_size=2 * a.processes)
     print(f"work folder {work}; config {json.dumps({'processes': a.processes, 'steps': a.steps})}", flush=True)
     start = time.time()
     reference_run(work, a)
