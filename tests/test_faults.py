@@ -214,4 +214,6 @@ def test_torchrun_max_restarts_carries_the_run_past_a_killed_rank(tmp_path):
     assert last["steps"] == 11
     steps = sorted({int(line.split()[2].rstrip(",")) for line in out.splitlines() if line.startswith("Steps : ")})
     assert steps == list(range(12))  # continuous: nothing skipped
+    logged = {e.step for e in scalar_tags(tmp_path / "cp" / "logs").Scalars("training/gen_loss_total")}
+    assert logged == set(range(12))  # and in TensorBoard (both attempts' event files)
     assert json.loads((tmp_path / "cp" / "config.json").read_text())["batch_size"] == 4
