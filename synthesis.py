@@ -87,17 +87,25 @@ class GeneratorFamily(NamedTuple):
     options: tuple = ()
 
 
+def _load_or_explain(model, sd: dict, what: str) -> None:
+    """`model.load_state_dict(sd)`, torch's error turned into one `CheckpointError` line:
+    `what` names the file and the fix around the reason."""
+    try:
+        model.load_state_dict(sd)
+    except RuntimeError as e:
+        first = str(e).replace("\n", " ").replace("\t", "")[:300]
+        raise CheckpointError(what.format(reason=first)) from None
+
+
 def _load_gan_weights(generator, state: dict, h, checkpoint_file: str, config_file: str) -> None:
     sd = generator_state_dict(state, checkpoint_file)
     _check_architecture(sd, h, checkpoint_file, config_file)
-    try:
-        generator.load_state_dict(sd)
-    except RuntimeError as e:
-        first = str(e).replace("\n", " ").replace("\t", "")[:300]
-        raise CheckpointError(
-            f"{checkpoint_file}: does not fit the generator of {config_file} ({first}); pass --config "
-            "with the config it was trained with"
-        ) from None
+    _load_or_explain(
+        generator,
+        sd,
+        f"{checkpoint_file}: does not fit the generator of {config_file} ({{reason}}); pass --config "
+        "with the config it was trained with",
+    )
 
 
 def _load_waveglow_weights(model, state: dict, h, checkpoint_file: str, config_file: str) -> None:
@@ -107,15 +115,12 @@ def _load_waveglow_weights(model, state: dict, h, checkpoint_file: str, config_f
 
 def _load_wavenet_weights(model, state: dict, h, checkpoint_file: str, config_file: str) -> None:
     """`wavenet_XXXXXXXX`: the EMA weights ("wavenet_ema", what synthesis uses), else "wavenet"."""
-    sd = state.get("wavenet_ema", state.get("wavenet", state))
-    try:
-        model.load_state_dict(sd)
-    except RuntimeError as e:
-        first = str(e).replace("\n", " ").replace("\t", "")[:300]
-        raise CheckpointError(
-            f"{checkpoint_file}: not a WaveNet of {config_file} ({first}); pass the wavenet_XXXXXXXX file and "
-            "--config with the config it was trained with"
-        ) from None
+    _load_or_explain(
+        model,
+        state.get("wavenet_ema", state.get("wavenet", state)),
+        f"{checkpoint_file}: not a WaveNet of {config_file} ({{reason}}); pass the wavenet_XXXXXXXX file and "
+        "--config with the config it was trained with",
+    )
 
 
 # model_family -> its generator; one line per vocoder family

@@ -10,6 +10,9 @@ file).
 `GAN` is the paper's recipe (section 2.4): AdamW, ExponentialLR per epoch, a discriminator step
 (MPD + MSD) then a generator step (adversarial + 2 x feature matching + 45 x mel L1). Optional
 config keys turn it into each row of the paper's Table 2 and into MelGAN's recipe (see `recipe`).
+`WAVEGLOW` (maximum likelihood of dequantised audio, NVIDIA/waveglow's recipe) and `WAVENET`
+(teacher-forced mixture-of-logistics likelihood, a per-step schedule and EMA weights, as
+r9y9/wavenet_vocoder) are the likelihood baselines of Table 1.
 """
 
 import contextlib

@@ -34,27 +34,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "tests"))
 
-from conftest import make_training_data, write_tiny_config  # noqa: E402
+from conftest import make_training_data, training_pids, write_tiny_config  # noqa: E402
 
 from utils import list_checkpoints, load_checkpoint  # noqa: E402
 
 RUNNER = os.path.join(REPO, "tests", "train_runner.py")
 RESUMED = re.compile(r"Resuming from .* \(step (\d+), epoch")
-
-
-def pids_of_job(marker: str) -> dict[int, int]:
-    """{rank: pid} of the training processes whose command line holds `marker`."""
-    found = {}
-    for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
-        try:
-            cmd = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
-            env = open(f"/proc/{pid}/environ", "rb").read().decode(errors="replace").split("\0")
-        except OSError:
-            continue
-        ranks = [e[5:] for e in env if e.startswith("RANK=")]
-        if marker in cmd and RUNNER in cmd and ranks and "torch.distributed.run" not in cmd:
-            found[int(ranks[0])] = pid
-    return found
 
 
 def newest_complete(cp: str) -> int:
@@ -76,7 +61,7 @@ class Job:
 
     def kill_all(self, marker: str) -> None:
         """SIGKILL torchrun and every training process of this job (a node lost)."""
-        workers = pids_of_job(marker)
+        workers = training_pids(marker)
         for pid in [self.proc.pid, *workers.values()]:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -146,13 +131,13 @@ def fault_run(work: str, index: int, a, rng: random.Random) -> dict:
             last_progress, last_size = time.time(), size
         elif time.time() - last_progress > a.hang_seconds:
             counts["hangs"] += 1
-            for pid in pids_of_job(marker).values():
+            for pid in training_pids(marker).values():
                 os.kill(pid, signal.SIGUSR1)  # stacks into the log
             time.sleep(1)
             print(f"  HANG in {log} (stacks printed there)", flush=True)
             job.kill_all(marker)
             continue
-        workers = pids_of_job(marker)
+        workers = training_pids(marker)
         if len(workers) < a.processes or job.proc.poll() is not None:
             continue
         if rng.random() < 1 / 3:  # wait for a checkpoint write in progress (a temp file)

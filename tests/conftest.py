@@ -122,6 +122,9 @@ def baseline_config(name: str, **overrides):
 
 # --- training helpers ---
 
+# what the last file of every checkpoint holds besides its models and optimizers (train.py)
+PROGRESS_ENTRIES = ("steps", "epoch", "epoch_batches", "rng")
+
 
 def scalar_tags(logdir):
     """The TensorBoard event files of `logdir`, loaded (scalars, images and audio in full)."""
@@ -156,6 +159,22 @@ def write_tiny_config(folder, version="v1", **overrides):
     path = folder / f"tiny_{version}.json"
     path.write_text(json.dumps(dict(h)))
     return str(path)
+
+
+def training_pids(marker: str) -> dict[int, int]:
+    """{RANK: pid} of the running processes whose command line holds `marker` and whose
+    environment has a RANK (torchrun's training processes), the launcher left out."""
+    found = {}
+    for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+            env = open(f"/proc/{pid}/environ", "rb").read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        ranks = [e[5:] for e in env if e.startswith("RANK=")]
+        if marker in cmd and ranks and "torch.distributed.run" not in cmd:
+            found[int(ranks[0])] = pid
+    return found
 
 
 def run_train(tmp_path, *extra, config=None, steps=2, data=None):

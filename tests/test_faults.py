@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from conftest import REPO, make_training_data, run_train, scalar_tags, write_tiny_config
+from conftest import REPO, make_training_data, run_train, scalar_tags, training_pids, write_tiny_config
 
 import train
 from utils import load_checkpoint
@@ -143,19 +143,6 @@ def clean_env() -> dict:
     return {**env, "OMP_NUM_THREADS": "1"}
 
 
-def pid_of_rank(rank: int, marker: str) -> int | None:
-    """The pid of the training process with RANK=`rank` (torchrun) or the given spawn rank."""
-    for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
-        try:
-            cmd = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
-            env = open(f"/proc/{pid}/environ", "rb").read().decode(errors="replace").split("\0")
-        except OSError:
-            continue
-        if marker in cmd and f"RANK={rank}" in env:
-            return pid
-    return None
-
-
 def wait_for(predicate, timeout: float = TIMEOUT):
     end = time.time() + timeout
     while time.time() < end:
@@ -203,7 +190,7 @@ def test_torchrun_max_restarts_carries_the_run_past_a_killed_rank(tmp_path):
                            env=clean_env(), start_new_session=True)  # fmt: skip
     try:
         wait_for(lambda: os.path.exists(tmp_path / "cp" / "do_00000003"))
-        os.kill(wait_for(lambda: pid_of_rank(1, "train.py")), signal.SIGKILL)
+        os.kill(wait_for(lambda: training_pids(str(tmp_path / "cp")).get(1)), signal.SIGKILL)
         out, err = run.communicate(timeout=TIMEOUT)
     finally:
         if run.poll() is None:

@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import (
     FIXTURES,
+    PROGRESS_ENTRIES,
     REPO,
     TINY_DISCRIMINATORS,
     TINY_MELGAN,
@@ -48,16 +49,7 @@ def test_few_steps_checkpoints_and_tensorboard(tmp_path, capsys):
     assert sorted(os.listdir(cp)) == ["config.json", "do_00000002", "g_00000002", "logs"]
     g = load_checkpoint(str(cp / "g_00000002"))  # weights_only=True
     do = load_checkpoint(str(cp / "do_00000002"))
-    assert set(g) == {"generator"} and set(do) == {
-        "mpd",
-        "msd",
-        "optim_g",
-        "optim_d",
-        "steps",
-        "epoch",
-        "epoch_batches",
-        "rng",
-    }
+    assert set(g) == {"generator"} and set(do) == {"mpd", "msd", "optim_g", "optim_d", *PROGRESS_ENTRIES}
     assert do["steps"] == 2 and do["epoch"] == 2  # 3 clips, batch 2: one step per epoch
     assert "conv_pre.weight_g" in g["generator"] and "discriminators.0.convs.0.weight_orig" in do["msd"]
     assert largest_file(tmp_path) < 5 * 2**20  # about 1.5 MB: narrow discriminators (conftest), not 0.85 GB
@@ -306,7 +298,7 @@ def test_each_variant_trains_logs_its_terms_and_saves_what_it_has(tmp_path, path
     h = json.loads(open(config).read())
     cp = run_train(tmp_path, "--checkpoint_interval", "1", config=config, steps=2)
     do = load_checkpoint(str(cp / "do_00000001"))
-    assert set(do) == {*VARIANTS[path], "optim_g", "optim_d", "steps", "epoch", "epoch_batches", "rng"}
+    assert set(do) == {*VARIANTS[path], "optim_g", "optim_d", *PROGRESS_ENTRIES}
     tags = set(scalar_tags(cp / "logs").Tags()["scalars"])
     terms = {f"training/{t}_{k}" for t in ("gen_loss", "fm_loss") for k in VARIANTS[path]}
     terms |= {"training/gen_loss_total", "training/mel_spec_error", "training/disc_loss_total"}
@@ -339,15 +331,7 @@ def test_resuming_into_another_variant_is_one_clear_error(tmp_path, capsys, one_
     assert f"{cp}/do_00000000: holds 'msd', which this config does not train" in capsys.readouterr().out
     run_train(tmp_path, config=no_mpd, steps=2)  # its own config resumes it
     assert f"Resuming from {cp}/g_00000000 and {cp}/do_00000000 (step 0, epoch 0)" in capsys.readouterr().out
-    assert set(load_checkpoint(str(cp / "do_00000001"))) == {
-        "msd",
-        "optim_g",
-        "optim_d",
-        "steps",
-        "epoch",
-        "epoch_batches",
-        "rng",
-    }
+    assert set(load_checkpoint(str(cp / "do_00000001"))) == {"msd", "optim_g", "optim_d", *PROGRESS_ENTRIES}
 
 
 def test_ddp_torchrun_wavenet_keeps_its_ema_unwrapped(tmp_path):

@@ -7,7 +7,7 @@ import os
 
 import pytest
 import torch
-from conftest import REPO, harmonic
+from conftest import PROGRESS_ENTRIES, REPO, harmonic
 
 from baselines.waveglow import (
     Denoiser,
@@ -417,7 +417,7 @@ def test_train_py_trains_logs_and_saves_waveglow_files(waveglow_run):
         load_checkpoint(str(cp / "waveglow_00000007")),
         load_checkpoint(str(cp / "waveglow_state_00000007")),
     )
-    assert set(weights) == {"waveglow"} and set(state) == {"optimizer", "steps", "epoch", "epoch_batches", "rng"}
+    assert set(weights) == {"waveglow"} and set(state) == {"optimizer", *PROGRESS_ENTRIES}
     assert state["steps"] == 7 and state["optimizer"]["state"][0]["step"] == 8
     assert "WN.0.start.weight_g" in weights["waveglow"]  # NVIDIA's key names, weight norm kept
     assert largest_file(cp) < 5 * 2**20

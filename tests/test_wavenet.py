@@ -7,7 +7,7 @@ import os
 
 import pytest
 import torch
-from conftest import REPO, harmonic
+from conftest import PROGRESS_ENTRIES, REPO, harmonic
 
 from baselines.wavenet import (
     WaveNet,
@@ -408,13 +408,7 @@ def test_train_py_trains_wavenet_with_ema_weights(wavenet_run):
     names = {f"{p}_{s:08d}" for p in ("wavenet", "wavenet_state") for s in (4, 7)}
     assert set(os.listdir(cp)) == {"config.json", "logs"} | names
     weights, state = load_checkpoint(str(cp / "wavenet_00000007")), load_checkpoint(str(cp / "wavenet_state_00000007"))
-    assert set(weights) == {"wavenet", "wavenet_ema"} and set(state) == {
-        "optimizer",
-        "steps",
-        "epoch",
-        "epoch_batches",
-        "rng",
-    }
+    assert set(weights) == {"wavenet", "wavenet_ema"} and set(state) == {"optimizer", *PROGRESS_ENTRIES}
     model, ema = weights["wavenet"], weights["wavenet_ema"]
     assert model.keys() == ema.keys() and not torch.equal(model["first_conv.weight_v"], ema["first_conv.weight_v"])
     acc = scalar_tags(cp / "logs")
