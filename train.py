@@ -55,7 +55,6 @@ from utils import (
     remove_temp_files,
     resolve_device,
     save_checkpoint,
-    scan_checkpoint,
 )
 
 MAX_CONSECUTIVE_NONFINITE = 20  # skipped steps in a row that stop the run
@@ -189,6 +188,15 @@ def checkpoint_files(cp_dir: str, family: Family, steps: int) -> list[str]:
     return [os.path.join(cp_dir, f"{prefix}{steps:0{CHECKPOINT_DIGITS}d}") for prefix, _ in family.checkpoint_layout]
 
 
+def complete_checkpoints(cp_dir: str, family: Family) -> list[int]:
+    """Steps whose every file is in `cp_dir` (HiFi-GAN: both g_ and do_), oldest first."""
+    found = [
+        {int(p[-CHECKPOINT_DIGITS:]) for p in list_checkpoints(cp_dir, prefix)}
+        for prefix, _ in family.checkpoint_layout
+    ]
+    return sorted(set.intersection(*found))
+
+
 def load_newest(cp_dir: str, family: Family, objects: dict, device, is_master: bool) -> dict | None:
     """Load the newest complete checkpoint (HiFi-GAN: the g_/do_ pair) from `cp_dir` into
     `objects` (the models and optimizers by name).
@@ -201,9 +209,10 @@ def load_newest(cp_dir: str, family: Family, objects: dict, device, is_master: b
     if is_master:
         for path in remove_temp_files(cp_dir):
             print(f"Removed {path} (an unfinished checkpoint write)", flush=True)
-    completes = list_checkpoints(cp_dir, family.checkpoint_layout[-1][0])
-    for complete in reversed(completes):
-        paths = checkpoint_files(cp_dir, family, int(complete[-CHECKPOINT_DIGITS:]))
+    completes = complete_checkpoints(cp_dir, family)
+    for step in reversed(completes):
+        paths = checkpoint_files(cp_dir, family, step)
+        complete = paths[-1]
         try:
             state = {}
             for path, (_, names) in zip(paths, family.checkpoint_layout):
@@ -268,17 +277,19 @@ def read_entries(path: str, names, objects: dict, complete: str, device) -> dict
 def save_checkpoints(
     cp_dir: str, steps: int, epoch: int, family: Family, objects: dict, keep: int, extra: dict | None = None
 ) -> None:
-    """Write the files of checkpoint `steps` atomically in layout order (HiFi-GAN: `g_` then
-    `do_`, which also holds steps, epoch and `extra` (the position in the epoch and the random
-    state, `progress_state`) and so marks a complete pair), then prune all but the newest `keep`
-    (0 keeps all). `objects`: the models and optimizers by name. A checkpoint that cannot fit on
-    the disk, or a failed write, raises `CheckpointError` and keeps every older checkpoint."""
+    """Write the files of checkpoint `steps` atomically, in reverse layout order: HiFi-GAN's `do_`
+    (the discriminators, optimizers, steps, epoch and `extra`: the position in the epoch and the
+    random state, `progress_state`), then `g_`. A checkpoint is complete when all its files are
+    there; a kill between the writes leaves a lone `do_`, never a lone `g_` (a lone generator is
+    one the user put there: `init_from_lone_weights`). Then prune all but the newest `keep` (0
+    keeps all). `objects`: the models and optimizers by name. A checkpoint that cannot fit on the
+    disk, or a failed write, raises `CheckpointError` and keeps every older checkpoint."""
     paths = checkpoint_files(cp_dir, family, steps)
     layout = family.checkpoint_layout
     states = [{name: objects[name].state_dict() for name in names if name in objects} for _, names in layout]
     states[-1].update(steps=steps, epoch=epoch, **(extra or {}))
-    previous = scan_checkpoint(cp_dir, family.checkpoint_layout[-1][0])
-    resume = f"from {os.path.basename(previous)}, which is intact" if previous else "from the start"
+    previous = complete_checkpoints(cp_dir, family)
+    resume = f"from checkpoint {previous[-1]:08d}, which is intact" if previous else "from the start"
     need, free = int(tensor_bytes(states) * DISK_MARGIN), free_bytes(cp_dir)
     if free < need:
         raise CheckpointError(
@@ -286,11 +297,11 @@ def save_checkpoints(
             f"or use another --checkpoint_path, then restart: training resumes {resume}"
         )
     try:
-        for path, state in zip(paths, states):
+        for path, state in reversed(list(zip(paths, states))):
             save_checkpoint(path, state)
     except OSError as e:
-        if not os.path.exists(paths[-1]):  # an incomplete checkpoint: free its space
-            for path in filter(os.path.exists, paths[:-1]):
+        if not os.path.exists(paths[0]):  # an incomplete checkpoint: free its space
+            for path in filter(os.path.exists, paths[1:]):
                 os.remove(path)
         raise CheckpointError(
             f"{cp_dir}: could not write checkpoint {steps:08d} ({e.strerror or e}); free disk space or fix "
@@ -323,7 +334,7 @@ def check_disk_at_start(cp_dir: str, family: Family, objects: dict, keep: int) -
     if keep <= 0:
         return
     need = int(tensor_bytes({k: o.state_dict() for k, o in objects.items()}) * DISK_MARGIN)
-    held = len(list_checkpoints(cp_dir, family.checkpoint_layout[-1][0]))
+    held = len(complete_checkpoints(cp_dir, family))
     if free_bytes(cp_dir) + held * need < (keep + 1) * need:
         print(
             f"WARNING: {cp_dir}: {free_bytes(cp_dir) / 1e9:.2f} GB free; keeping {keep} checkpoints of "
@@ -367,8 +378,8 @@ def prune_checkpoints(cp_dir: str, family: Family, keep: int) -> None:
     """Delete checkpoints older than the newest `keep` complete ones, and files whose checkpoint
     never completed (a kill during a save)."""
     prefixes = [prefix for prefix, _ in family.checkpoint_layout]
-    oldest = list_checkpoints(cp_dir, prefixes[-1])[-keep:][0][-CHECKPOINT_DIGITS:]
-    old = [p for prefix in prefixes for p in list_checkpoints(cp_dir, prefix) if p[-CHECKPOINT_DIGITS:] < oldest]
+    oldest = complete_checkpoints(cp_dir, family)[-keep:][0]
+    old = [p for prefix in prefixes for p in list_checkpoints(cp_dir, prefix) if int(p[-CHECKPOINT_DIGITS:]) < oldest]
     for path in old:
         try:
             os.remove(path)

@@ -78,8 +78,9 @@ class Family(NamedTuple):
       `steps` (the next step to run)
     - train_step(models, optimizers, batch, h, ctx) -> (terms, updates): loss terms by TensorBoard
       name (0-d tensors), and {update name: (stepped, counted)} from `optimizer_step`
-    - checkpoint_layout: ((file prefix, (model or optimizer names...)), ...); the last file also
-      holds `steps` and `epoch` and marks a complete checkpoint
+    - checkpoint_layout: ((file prefix, (model or optimizer names...)), ...); the first file holds
+      the weights synthesis loads, the last also `steps`, `epoch` and the resume state; files are
+      written last to first, and a checkpoint is complete when all are there
     - synthesize(models, h) -> the module that maps a mel (B, M, F) to audio (B, 1, T) (validation)
     - stdout_terms: ((label, term name), ...) of the stdout line
     - check_config(h, source): `ConfigError` for a config key the recipe cannot train

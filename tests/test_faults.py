@@ -85,7 +85,7 @@ def test_full_disk_stops_before_the_write_and_keeps_the_previous_pair(tmp_path, 
         run_train(tmp_path, config=config, data=data, steps=5)
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert e.value.code == 2 and err.startswith(f"error: {cp}: ") and "GB free, checkpoint 00000004 needs" in err
-    assert "training resumes from do_00000002, which is intact" in err
+    assert "training resumes from checkpoint 00000002, which is intact" in err
     assert not (cp / "g_00000004").exists() and (cp / "do_00000002").exists()
     assert {n: (cp / n).read_bytes() for n in before} == before  # older pairs untouched
 
@@ -133,7 +133,7 @@ def tiny_argv(tmp_path, steps: int, **config) -> list[str]:
     return [
         "--config", write_tiny_config(tmp_path, batch_size=4, **config), "--input_wavs_dir", wavs,
         "--input_training_file", tr, "--input_validation_file", va, "--checkpoint_path", str(tmp_path / "cp"),
-        "--training_steps", str(steps), "--stdout_interval", "1", "--checkpoint_interval", "1",
+        "--training_steps", str(steps), "--stdout_interval", "1", "--summary_interval", "1", "--checkpoint_interval", "1",
         "--validation_interval", "1000", "--device", "cpu",
     ]  # fmt: skip
 

@@ -122,11 +122,11 @@ def test_sigkill_anywhere_then_resume_and_sigterm(tmp_path):
     newest = done[-1]
     assert load_checkpoint(str(cp / f"do_{newest:08d}"))["steps"] == newest  # the newest complete pair loads
 
-    # 2. restart: resumes there, step count continuous; SIGKILL during the next write (g_ written, do_ not yet)
+    # 2. restart: resumes there, step count continuous; SIGKILL during the next write (do_ written, g_ not yet)
     run = Run(argv + ["--checkpoint_interval", "1"], faults=("--slow_save", "600"))
-    half = cp / f"g_{newest + 1:08d}"
+    half = cp / f"do_{newest + 1:08d}"
     run.wait_for(half.exists)
-    assert not (cp / f"do_{newest + 1:08d}").exists()
+    assert not (cp / f"g_{newest + 1:08d}").exists()
     assert run.send(signal.SIGKILL) == -signal.SIGKILL
     assert f"Resuming from {cp}/g_{newest:08d} and {cp}/do_{newest:08d} (step {newest}," in run.output
     assert run.first_step() == newest + 1
@@ -199,7 +199,7 @@ def test_failed_checkpoint_write_keeps_previous_pair(tmp_path, monkeypatch):
     real_replace = os.replace
 
     def disk_full(src, dst):
-        if os.path.basename(dst) == "do_00000002":
+        if os.path.basename(dst) == "g_00000002":  # the second write: do_00000002 is removed again
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real_replace(src, dst)
 
@@ -208,7 +208,7 @@ def test_failed_checkpoint_write_keeps_previous_pair(tmp_path, monkeypatch):
         save_pair(cp, 2, seed=2)
     assert str(e.value) == (
         f"{cp}: could not write checkpoint 00000002 (No space left on device); free disk space or fix "
-        "permissions, then restart: training resumes from do_00000001, which is intact"
+        "permissions, then restart: training resumes from checkpoint 00000001, which is intact"
     )
     assert sorted(os.listdir(cp)) == ["do_00000001", "g_00000001"]  # no half pair, no temp file
     assert load_checkpoint(str(cp / "do_00000001"))["steps"] == 1
@@ -234,7 +234,7 @@ def test_keep_checkpoints_prunes_only_after_a_complete_pair(tmp_path):
     for step in (1, 2, 3):
         save_pair(cp, step, seed=step, keep=2)
     assert sorted(os.listdir(cp)) == ["do_00000002", "do_00000003", "g_00000002", "g_00000003"]
-    (cp / "g_00000001").write_bytes(b"x")  # an orphan generator: a write killed before its do_
+    (cp / "do_00000001").write_bytes(b"x")  # an orphan do_: a write killed before its g_
     (cp / ".g_00000004.abc.tmp").write_bytes(b"x")  # and a killed write's temp file
     save_pair(cp, 4, seed=4, keep=2)
     assert sorted(os.listdir(cp)) == [".g_00000004.abc.tmp", "do_00000003", "do_00000004", "g_00000003", "g_00000004"]

@@ -3,7 +3,7 @@
     python tests/train_runner.py [--slow_save S] [--nan_at 1,3] [--count_collectives] -- <train.py args>
 
 --slow_save S        sleep S seconds after each checkpoint file but the last (a kill then lands
-                     between the g_ and do_ writes)
+                     between the do_ and g_ writes)
 --nan_at STEPS       replace the input mel of these steps (0-based, counted from the first step of
                      this run) with NaN
 --count_collectives  at exit, print `collectives rank R: all_reduce N barrier M` (torch.distributed
@@ -39,13 +39,14 @@ def nan_at(family: "train.Family", steps: set[int]) -> "train.Family":
 
 
 def slow_save(seconds: float) -> None:
-    """Make each checkpoint file but a step's last one take `seconds` longer to write."""
+    """Make each checkpoint file but a step's last one (the layout's first: g_) take `seconds`
+    longer to write."""
     write = train.save_checkpoint
-    last_prefixes = {layout[-1][0] for layout in (f.checkpoint_layout for f in train.FAMILIES.values())}
+    last_written = {layout[0][0] for layout in (f.checkpoint_layout for f in train.FAMILIES.values())}
 
     def save_checkpoint(path, obj):
         write(path, obj)
-        if not any(os.path.basename(path).startswith(p) for p in last_prefixes):
+        if not any(os.path.basename(path).startswith(p) for p in last_written):
             time.sleep(seconds)
 
     train.save_checkpoint = save_checkpoint
@@ -64,8 +65,12 @@ def count_collectives() -> None:
 
         setattr(dist, name, counted)
     rank = os.environ.get("RANK", "0")
+    # one write per line: with PYTHONUNBUFFERED print() writes text and newline apart, and the
+    # ranks' lines would interleave
     atexit.register(
-        lambda: print(f"collectives rank {rank}: all_reduce {counts['all_reduce']} barrier {counts['barrier']}")
+        lambda: os.write(
+            1, f"collectives rank {rank}: all_reduce {counts['all_reduce']} barrier {counts['barrier']}\n".encode()
+        )
     )
 
 
