@@ -30,6 +30,7 @@ Folder mode: writes `--folder` synthetic speech-like wavs of 2 to 10 s (V2 by de
 
 import argparse
 import csv
+import math
 import os
 import platform
 import re
@@ -127,10 +128,17 @@ def params_m(n: int) -> str:
     return f"{q // 100}.{q % 100:02d}"
 
 
+def _sig(x: float, digits: int) -> str:
+    """x with `digits` significant digits and no exponent: 0.0000631 -> "0.000063" (digits 2)."""
+    if x <= 0 or x >= 10 ** (digits - 1):
+        return f"{x:.0f}"
+    return f"{x:.{digits - 1 - math.floor(math.log10(x))}f}"
+
+
 def realtime(khz: float, sampling_rate: int) -> str:
     """kHz as a multiple of real time: "1.44x", "0.0043x"."""
     x = khz * 1000 / sampling_rate
-    return f"{x:.2f}x" if x >= 0.1 else f"{x:.2g}x"
+    return f"{x:.2f}x" if x >= 0.1 else f"{_sig(x, 2)}x"
 
 
 def _n(count: int, thing: str) -> str:
@@ -140,7 +148,7 @@ def _n(count: int, thing: str) -> str:
 def _khz(x: float, spread: bool = False) -> str:
     if x >= 10:
         return f"{x:.0f}" if spread else f"{x:.1f}"
-    return f"{x:.3g}"
+    return _sig(x, 3)
 
 
 def paper_khz(khz: float | None, sampling_rate: int) -> str:
@@ -271,7 +279,7 @@ def table(a, checkpoints: dict[str, str]) -> None:
         f"{os.getloadavg()[0]:.2f} at the end{' (--smoke: one run of a tiny clip, the speeds are noise)' if a.smoke else ''}\n"
     )
     print(HEADER)
-    print("| " + " | ".join(["---"] * HEADER.count(" | ")) + " |")
+    print("| " + " | ".join(["---"] * (HEADER.count("|") - 1)) + " |")
     print("\n".join(rows))
     print("\nparams: weight norm removed, truncated to two decimals as the paper does.")
     for note in notes:

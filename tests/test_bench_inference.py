@@ -30,6 +30,14 @@ def test_params_are_truncated_as_the_paper():
     assert bench_inference.params_m(1_000_000) == "1.00"
 
 
+def test_speeds_print_without_exponents():
+    assert bench_inference.realtime(0.07, 22050) == "0.0032x"  # the paper's WaveNet on a V100
+    assert bench_inference.realtime(0.0014, 22050) == "0.000063x"
+    assert bench_inference.realtime(31.74, 22050) == "1.44x"
+    assert bench_inference.paper_khz(16863.0, 22050) == "16,863 (764.76x)"
+    assert bench_inference.paper_khz(None, 22050) == "–"
+
+
 def test_cpu_name_from_cpuinfo():
     text = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz\n"
     assert bench_inference.cpu_name(text + text) == "Intel Xeon Platinum 8375C CPU @ 2.90GHz"
@@ -44,6 +52,9 @@ def test_smoke_table_has_all_six_rows_and_the_wavenet_batches(capsys):
     bench_inference.main(["--smoke", "--cpu_only", "--threads", "1", "--wavenet_batches", "1", "2"])
     out = capsys.readouterr().out
     assert HEADER in out and HEADER.startswith("| model | params (M) | device | precision | batch | kHz")
+    lines = out.splitlines()
+    separator = lines[lines.index(HEADER) + 1]
+    assert separator.count("---") == HEADER.count("|") - 1 == 13  # a markdown table: one per column
     # published configs, weight norm removed, truncated: the paper's counts, except WaveNet whose
     # 24.73 M counted the weight norm (24,737,396 with it, 24,693,586 without)
     expected = {
