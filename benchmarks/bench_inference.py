@@ -80,7 +80,7 @@ class PaperRow(NamedTuple):
 
 
 # Paper, Table 1 (LJSpeech; one V100 GPU; an MKL CPU, model and threads not stated). WaveNet's CPU
-# speed is not given. Its 24.73 M counts the weight norm's parameters (24,737,396; 24,693,586 without).
+# speed is not given. Its 24.73 M is the count with weight norm (24,737,396; 24,693,586 without).
 PAPER = {
     "v1": PaperRow(4.36, 13.92, 31.74, 3701.29),
     "v2": PaperRow(4.23, 0.92, 214.97, 16863.0),
@@ -294,7 +294,7 @@ def table(a, checkpoints: dict[str, str]) -> None:
     print(
         "Paper (Table 1, LJSpeech): different hardware, one V100 GPU and an MKL CPU (model and threads not stated); "
         f"no CPU speed for WaveNet (–); ground truth MOS {PAPER_GROUND_TRUTH_MOS:.2f}; x real time at 22.05 kHz. Its "
-        "WaveNet 24.73 M counts the weight norm's parameters (24.69 M without)."
+        "WaveNet 24.73 M is the count with weight norm (24.69 M without)."
     )
 
 
