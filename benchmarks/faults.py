@@ -43,9 +43,9 @@ RESUMED = re.compile(r"Resuming from .* \(step (\d+), epoch")
 
 
 def newest_complete(cp: str) -> int:
-    """Step of the newest complete pair (do_ written last), -1 if none."""
-    found = list_checkpoints(cp, "do_")
-    return int(found[-1][-8:]) if found else -1
+    """Step of the newest complete pair (both g_ and do_ there), -1 if none."""
+    steps = {int(p[-8:]) for p in list_checkpoints(cp, "do_")} & {int(p[-8:]) for p in list_checkpoints(cp, "g_")}
+    return max(steps, default=-1)
 
 
 class Job:
