@@ -49,6 +49,7 @@ REQUIRED_KEYS = (
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config_v1.json")  # scripts' default frontend
 CONFIG_BESIDE_CHECKPOINT = "config.json"  # train.py copies the config here, next to g_XXXXXXXX
 CHECKPOINT_DIGITS = 8  # g_00005000: 8-digit zero-padded step, as the original
+EMA_PREFIX = "ema_"  # ema_00005000: the EMA generator weights beside g_/do_ (config key ema_decay)
 TEMP_SUFFIX = ".tmp"  # save_checkpoint writes `.<name>.<random>.tmp`, then renames it
 
 
@@ -265,7 +266,11 @@ def remove_temp_files(folder: str) -> list[str]:
     """Delete the temp files that `save_checkpoint` left in `folder` when it was killed mid-write
     (`.<name>.<random>.tmp`); returns their paths. Call it only while nothing is saving there."""
     pattern = os.path.join(glob.escape(folder), f".*{TEMP_SUFFIX}")
-    stale = [p for p in glob.glob(pattern) if re.match(rf"\.(g|do)_\d{{{CHECKPOINT_DIGITS}}}\.", os.path.basename(p))]
+    stale = [
+        p
+        for p in glob.glob(pattern)
+        if re.match(rf"\.(g|{EMA_PREFIX[:-1]}|do)_\d{{{CHECKPOINT_DIGITS}}}\.", os.path.basename(p))
+    ]
     for path in stale:
         os.remove(path)
     return stale
