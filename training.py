@@ -211,7 +211,7 @@ def short_epoch_warning(schedules: Schedules, steps_per_epoch: int) -> str | Non
     gamma, lr = decaying[0].gamma, decaying[0].base_lrs[0]
     reached = lr * gamma ** (WARNING_HORIZON_STEPS / max(1, steps_per_epoch))
     return (
-        f"WARNING: an epoch is {steps_per_epoch} steps and lr_decay {gamma:g} applies after every epoch: after "
+        f"WARNING: an epoch is {steps_per_epoch} step{'s' * (steps_per_epoch != 1)} and lr_decay {gamma:g} applies after every epoch: after "
         f"{WARNING_HORIZON_STEPS // 1000}k steps the learning rate will be {reached:.3g} (from {lr:g}); to decay per "
         f'step instead set "lr_decay_every": "step" with e.g. "lr_decay": {PAPER_STEP_DECAY:.7f} (the paper\'s '
         "0.999 per epoch of LJSpeech)"

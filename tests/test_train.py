@@ -404,7 +404,7 @@ def test_per_step_decay_resumes_and_the_new_scalars_are_logged(tmp_path, capsys,
     generated audio; the per-epoch decay (the default) warns for these 1-step epochs."""
     data = make_data(tmp_path / "data", n=2)  # 1 step per epoch
     run_train(tmp_path, config=ema_config(tmp_path, "epoch.json"), data=data, steps=1)
-    assert "WARNING: an epoch is 1 steps and lr_decay 0.999 applies after every epoch" in capsys.readouterr().out
+    assert "WARNING: an epoch is 1 step and lr_decay 0.999 applies after every epoch" in capsys.readouterr().out
     shutil.rmtree(tmp_path / "cp")
     config = ema_config(tmp_path, lr_decay_every="step", lr_decay=0.5)
     run_train(tmp_path, config=config, data=data, steps=3)
