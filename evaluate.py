@@ -101,10 +101,11 @@ def write_csv(path: str, rows: list[dict], columns: list[str]) -> None:
         writer.writerow(["MEAN", f"{sum(r['seconds'] for r in rows):.3f}", *means])
 
 
-def checkpoint_jobs(checkpoint_file: str, config_file, reference_dir: str, device: str, output_dir=None):
+def checkpoint_jobs(checkpoint_file: str, config_file, reference_dir: str, device: str, output_dir=None, ema=False):
     """(name, load) per wav of `reference_dir`; `load()` -> (reference, its mel vocoded by the
-    checkpoint, h), also written as 16-bit PCM to `<output_dir>/<name>_generated.wav` if given."""
-    generator, h = load_generator(checkpoint_file, config_file, device=device)
+    checkpoint (`ema`: its EMA weights), h), also written as 16-bit PCM to
+    `<output_dir>/<name>_generated.wav` if given."""
+    generator, h = load_generator(checkpoint_file, config_file, device=device, ema=ema)
     if not os.path.isdir(reference_dir):
         raise UserError(f"{reference_dir}: folder not found; check --reference_dir")
     names = sorted(n for n in os.listdir(reference_dir) if n.lower().endswith(".wav"))
@@ -141,7 +142,7 @@ def evaluate(a, notify=print) -> tuple[list[dict], list[str]]:
     metrics = available_metrics(a.metrics.split(",") if a.metrics else None, notify)
     if a.checkpoint_file:
         device = a.device or default_device()
-        jobs = checkpoint_jobs(a.checkpoint_file, a.config, a.reference_dir, device, a.output_dir)
+        jobs = checkpoint_jobs(a.checkpoint_file, a.config, a.reference_dir, device, a.output_dir, a.ema)
     else:
         jobs = folder_jobs(a.generated_dir, a.reference_dir, load_config(a.config or DEFAULT_CONFIG), notify)
     rows, failed = [], []
@@ -175,6 +176,11 @@ def main(argv=None) -> None:
         "--config",
         default=None,
         help="config JSON of the model (default: config.json next to --checkpoint_file, else config_v1.json)",
+    )
+    parser.add_argument(
+        "--ema",
+        action="store_true",
+        help="with --checkpoint_file: vocode with its EMA weights (ema_XXXXXXXX beside it)",
     )
     parser.add_argument("--output_csv", default=None, help="write per-file metrics and their means to this CSV")
     parser.add_argument("--output_dir", default=None, help="with --checkpoint_file: also save the vocoded wavs here")

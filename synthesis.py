@@ -30,7 +30,16 @@ import engine
 from baselines import melgan, waveglow, wavenet
 from meldataset import AudioError, load_audio, mel_from_config, mel_layout, notice
 from models import PRE_POST_KERNEL, Generator
-from utils import CheckpointError, ConfigError, config_beside, load_checkpoint, load_config, resolve_device
+from utils import (
+    CHECKPOINT_DIGITS,
+    EMA_PREFIX,
+    CheckpointError,
+    ConfigError,
+    config_beside,
+    load_checkpoint,
+    load_config,
+    resolve_device,
+)
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CHUNK_FRAMES = 1024  # mel frames per generator call for long inputs (~12 s at hop 256)
@@ -240,22 +249,49 @@ def _check_architecture(sd: dict, h, checkpoint_file: str, config_file: str) -> 
     )
 
 
+def ema_file(checkpoint_file: str) -> str:
+    """The EMA weights of a GAN checkpoint: `ema_XXXXXXXX` beside `g_XXXXXXXX` (of a run trained
+    with `ema_decay`); an `ema_` file is its own. `CheckpointError` when there are none."""
+    folder, name = os.path.split(checkpoint_file)
+    digits = name[-CHECKPOINT_DIGITS:]
+    if name not in (f"g_{digits}", f"{EMA_PREFIX}{digits}") or not digits.isdigit():
+        raise CheckpointError(f"{checkpoint_file}: --ema takes a g_XXXXXXXX file (its {EMA_PREFIX}XXXXXXXX is used)")
+    path = os.path.join(folder, EMA_PREFIX + digits)
+    if not os.path.isfile(path):
+        raise CheckpointError(
+            f"{path}: not found, so the run of {checkpoint_file} kept no EMA weights; leave out --ema, or train "
+            'with "ema_decay" in the config'
+        )
+    return path
+
+
 def load_generator(
-    checkpoint_file: str, config_file: str | None = None, device: str | torch.device | None = None, **options
+    checkpoint_file: str,
+    config_file: str | None = None,
+    device: str | torch.device | None = None,
+    ema: bool = False,
+    **options,
 ):
     """Load a generator checkpoint (`g_XXXXXXXX`; WaveGlow `waveglow_XXXXXXXX`, WaveNet
     `wavenet_XXXXXXXX`) -> (the module mapping mel (B, M, F) [, lengths] to audio (B, 1, T), in
     eval mode, weight norm removed, on `device` (default: `utils.default_device()`); its config
-    `h`). The config is `config.json` beside the checkpoint unless `config_file` is given.
-    `options`: the family's synthesis settings (WaveGlow: sigma, denoiser_strength, seed; WaveNet:
-    seed, max_seconds); None values mean the defaults. Raises `CheckpointError` / `ConfigError`
-    with one line naming the fix."""
+    `h`). The config is `config.json` beside the checkpoint unless `config_file` is given. `ema`:
+    a GAN's EMA weights, `ema_XXXXXXXX` beside the `g_` file (`ema_file`; WaveNet's file holds
+    its EMA and uses it anyway). `options`: the family's synthesis settings (WaveGlow: sigma,
+    denoiser_strength, seed; WaveNet: seed, max_seconds); None values mean the defaults. Raises
+    `CheckpointError` / `ConfigError` with one line naming the fix."""
     if not os.path.isfile(checkpoint_file):
         raise CheckpointError(f"{checkpoint_file}: checkpoint not found; check --checkpoint_file")
     if config_file is None:
         config_file = config_beside(checkpoint_file)
     h = load_config(config_file)
     family = _family(h)
+    if ema and family.load_weights is not _load_gan_weights:
+        raise ConfigError(
+            f"{config_file}: --ema is for HiFi-GAN and MelGAN checkpoints; a {h.model_family} checkpoint keeps "
+            "no separate EMA file (WaveNet synthesizes from its EMA weights by default); leave out --ema"
+        )
+    checkpoint_file = ema_file(checkpoint_file) if ema else checkpoint_file
     device = resolve_device(device)
     model = family.build(h)
     family.load_weights(model, load_checkpoint(checkpoint_file, "cpu"), h, checkpoint_file, config_file)

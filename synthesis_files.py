@@ -304,6 +304,13 @@ SHARED_OPTIONS = (
         ),
     ),
     ("--config", dict(default=None, help="config JSON (default: config.json beside the checkpoint)")),
+    (
+        "--ema",
+        dict(
+            action="store_true",
+            help="use the EMA weights ema_XXXXXXXX beside the g_XXXXXXXX file (a run trained with ema_decay)",
+        ),
+    ),
     ("--device", dict(default=None, help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")),
     ("--batch_size", dict(type=int, default=1, help="files per generator call (padding is masked)")),
     (
@@ -377,7 +384,7 @@ def run(a, kind: str) -> None:
         if a.workers > 1 and not device.startswith("cpu"):
             raise UserError(f"--workers is for CPU inference, the device is {device}; raise --batch_size instead")
         settings = {name: getattr(a, name) for name in SYNTHESIS_SETTINGS}
-        generator, h = load_generator(a.checkpoint_file, a.config, device, **settings)
+        generator, h = load_generator(a.checkpoint_file, a.config, device, ema=a.ema, **settings)
         lengths = {p: estimate_frames(p, kind, h) for p in paths}  # each header read once
         check_workload(generator, h, lengths.values())
         if a.workers > 1 and samples_noise(h):

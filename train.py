@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from env import build_env
 from meldataset import MelDataset, make_demo_dataset, mel_from_config, read_filelist
 from melformats import MEL_FORMATS, mel_loader
-from training import FAMILIES, Family, StepContext
+from training import FAMILIES, Family, StepContext, short_epoch_warning
 from utils import (
     CHECKPOINT_DIGITS,
     CheckpointError,
@@ -185,15 +185,14 @@ def step_context(models: dict, family: Family, device: torch.device, world_size:
 
 def checkpoint_files(cp_dir: str, family: Family, steps: int) -> list[str]:
     """The files of checkpoint `steps`, in the family's layout order (HiFi-GAN: g_, do_)."""
-    return [os.path.join(cp_dir, f"{prefix}{steps:0{CHECKPOINT_DIGITS}d}") for prefix, _ in family.checkpoint_layout]
+    return [os.path.join(cp_dir, f"{file.prefix}{steps:0{CHECKPOINT_DIGITS}d}") for file in family.checkpoint_layout]
 
 
 def complete_checkpoints(cp_dir: str, family: Family) -> list[int]:
-    """Steps whose every file is in `cp_dir` (HiFi-GAN: both g_ and do_), oldest first."""
-    found = [
-        {int(p[-CHECKPOINT_DIGITS:]) for p in list_checkpoints(cp_dir, prefix)}
-        for prefix, _ in family.checkpoint_layout
-    ]
+    """Steps whose every required file is in `cp_dir` (HiFi-GAN: both g_ and do_; an `ema_` can
+    stand in from its g_), oldest first."""
+    required = [file.prefix for file in family.checkpoint_layout if file.start_from is None]
+    found = [{int(p[-CHECKPOINT_DIGITS:]) for p in list_checkpoints(cp_dir, prefix)} for prefix in required]
     return sorted(set.intersection(*found))
 
 
@@ -215,8 +214,8 @@ def load_newest(cp_dir: str, family: Family, objects: dict, device, is_master: b
         complete = paths[-1]
         try:
             state = {}
-            for path, (_, names) in zip(paths, family.checkpoint_layout):
-                state.update(read_entries(path, names, objects, complete, device))
+            for path, file in zip(paths, family.checkpoint_layout):
+                state.update(read_entries(path, file, objects, complete, device, is_master))
             for name, obj in objects.items():
                 obj.load_state_dict(state[name])
         except (CheckpointError, RuntimeError, KeyError, ValueError) as e:
@@ -225,7 +224,10 @@ def load_newest(cp_dir: str, family: Family, objects: dict, device, is_master: b
                 print(f"WARNING: skipping checkpoint {complete[-CHECKPOINT_DIGITS:]}: {reason}", flush=True)
             continue
         if is_master:
-            print(f"Resuming from {' and '.join(paths)} (step {state['steps']}, epoch {state['epoch']})")
+            read = [
+                p for p, file in zip(paths, family.checkpoint_layout) if os.path.isfile(p) and wanted(file, objects)
+            ]
+            print(f"Resuming from {' and '.join(read)} (step {state['steps']}, epoch {state['epoch']})")
         return state
     if completes:
         raise CheckpointError(
@@ -239,20 +241,22 @@ def init_from_lone_weights(cp_dir: str, family: Family, models: dict, device, is
     """A folder without a complete checkpoint but with a weights file (a pretrained `g_02500000`
     copied in without its `do_`): start its models (the generator) from the newest such file, the
     others and the optimizers fresh, and say so in one line. Fine-tuning from a pretrained
-    generator is this; without it the file would be silently ignored."""
-    prefix, names = family.checkpoint_layout[0]
-    lone = list_checkpoints(cp_dir, prefix)
+    generator is this; without it the file would be silently ignored. (Checkpoints written here
+    never leave a lone weights file: it is written last, `save_checkpoints`.)"""
+    first = family.checkpoint_layout[0]
+    lone = list_checkpoints(cp_dir, first.prefix)
     if not lone or len(family.checkpoint_layout) == 1:
         return
     path = lone[-1]
     loaded = load_checkpoint(path, device)
-    started = [n for n in names if n in models and n in loaded]
+    started = [name for key, name in first.keys().items() if name in models and key in loaded]
     if not started:
-        raise CheckpointError(f"{path}: no {' or '.join(repr(n) for n in names)} entry; remove it from {cp_dir}")
-    for name in started:
-        models[name].load_state_dict(loaded[name])
+        raise CheckpointError(f"{path}: no {' or '.join(repr(k) for k in first.keys())} entry; remove it from {cp_dir}")
+    for key, name in first.keys().items():
+        if name in started:
+            models[name].load_state_dict(loaded[key])
     if is_master:
-        twin = family.checkpoint_layout[-1][0] + path[-CHECKPOINT_DIGITS:]
+        twin = family.checkpoint_layout[-1].prefix + path[-CHECKPOINT_DIGITS:]
         print(
             f"Starting the {' and '.join(started)} from {path} (no {twin} beside it: everything else starts "
             "fresh, at step 0)",
@@ -260,18 +264,33 @@ def init_from_lone_weights(cp_dir: str, family: Family, models: dict, device, is
         )
 
 
-def read_entries(path: str, names, objects: dict, complete: str, device) -> dict:
-    """One checkpoint file, checked against the objects of this run: each of `names` that the run
-    has must be in the file, and the file may hold no entry of `names` the run lacks (a variant
-    without MPD or MSD saves what it has)."""
+def wanted(file, objects: dict) -> bool:
+    """Whether a run with `objects` writes and reads this `training.CheckpointFile`."""
+    return any(name in objects for name in file.keys().values())
+
+
+def read_entries(path: str, file, objects: dict, complete: str, device, is_master: bool = False) -> dict:
+    """One checkpoint file (a `training.CheckpointFile`), checked against the objects of this
+    run -> {object name: state, other entries (steps, epoch)}: each of its entries that the run has
+    must be in the file, and the file may hold no entry the run lacks (a variant without MPD or MSD
+    saves what it has). A file of none of the run's objects is not read; an absent file with
+    `start_from` is read from that file of the same step (EMA turned on: it starts at the generator)."""
+    keys = file.keys()
+    if not wanted(file, objects):
+        return {}
+    if not os.path.isfile(path) and file.start_from is not None:
+        stand_in = os.path.join(os.path.dirname(path), file.start_from + path[-CHECKPOINT_DIGITS:])
+        if is_master and os.path.isfile(stand_in):
+            print(f"No {os.path.basename(path)}: {', '.join(keys.values())} start(s) from {stand_in}", flush=True)
+        path = stand_in
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: missing (the pair of {complete})")
     loaded = load_checkpoint(path, device)
-    for name in (n for n in names if n in loaded and n not in objects):
-        raise CheckpointError(f"{path}: holds '{name}', which this config does not train")
-    for name in (n for n in names if n in objects and n not in loaded):
-        raise CheckpointError(f"{path}: no '{name}' entry")
-    return loaded
+    for key in (k for k, name in keys.items() if k in loaded and name not in objects):
+        raise CheckpointError(f"{path}: holds '{key}', which this config does not train")
+    for key in (k for k, name in keys.items() if name in objects and k not in loaded):
+        raise CheckpointError(f"{path}: no '{key}' entry")
+    return {keys.get(k, k): v for k, v in loaded.items() if k not in keys or keys[k] in objects}
 
 
 def save_checkpoints(
@@ -279,14 +298,19 @@ def save_checkpoints(
 ) -> None:
     """Write the files of checkpoint `steps` atomically, in reverse layout order: HiFi-GAN's `do_`
     (the discriminators, optimizers, steps, epoch and `extra`: the position in the epoch and the
-    random state, `progress_state`), then `g_`. A checkpoint is complete when all its files are
-    there; a kill between the writes leaves a lone `do_`, never a lone `g_` (a lone generator is
-    one the user put there: `init_from_lone_weights`). Then prune all but the newest `keep` (0
-    keeps all). `objects`: the models and optimizers by name. A checkpoint that cannot fit on the
-    disk, or a failed write, raises `CheckpointError` and keeps every older checkpoint."""
-    paths = checkpoint_files(cp_dir, family, steps)
-    layout = family.checkpoint_layout
-    states = [{name: objects[name].state_dict() for name in names if name in objects} for _, names in layout]
+    random state, `progress_state`), the `ema_` of a run with EMA, then `g_`. A checkpoint is
+    complete when its files are there (`complete_checkpoints`); a kill between the writes leaves a
+    lone `do_`, never a lone `g_` (a lone generator is one the user put there:
+    `init_from_lone_weights`). Then prune all but the newest `keep` (0 keeps all). `objects`: the
+    models and optimizers by name. A checkpoint that cannot fit on the disk, or a failed write,
+    raises `CheckpointError` and keeps every older checkpoint."""
+    files = [
+        (path, file.keys())
+        for path, file in zip(checkpoint_files(cp_dir, family, steps), family.checkpoint_layout)
+        if wanted(file, objects)  # a run without EMA writes no ema_
+    ]
+    paths = [path for path, _ in files]
+    states = [{key: objects[name].state_dict() for key, name in keys.items() if name in objects} for _, keys in files]
     states[-1].update(steps=steps, epoch=epoch, **(extra or {}))
     previous = complete_checkpoints(cp_dir, family)
     resume = f"from checkpoint {previous[-1]:08d}, which is intact" if previous else "from the start"
@@ -377,7 +401,7 @@ def restore_progress(state: dict, scaler) -> None:
 def prune_checkpoints(cp_dir: str, family: Family, keep: int) -> None:
     """Delete checkpoints older than the newest `keep` complete ones, and files whose checkpoint
     never completed (a kill during a save)."""
-    prefixes = [prefix for prefix, _ in family.checkpoint_layout]
+    prefixes = [file.prefix for file in family.checkpoint_layout]  # also files this run does not write
     oldest = complete_checkpoints(cp_dir, family)[-keep:][0]
     old = [p for prefix in prefixes for p in list_checkpoints(cp_dir, prefix) if int(p[-CHECKPOINT_DIGITS:]) < oldest]
     for path in old:
@@ -418,14 +442,14 @@ class NonFiniteSteps:
         self.in_a_row, self.total = 0, 0
 
     def check(self, steps: int, updates: dict, sw, checkpoint_path: str) -> None:
-        """`updates`: {name: (stepped, counted)} of this step; `sw`: the master's SummaryWriter."""
-        if not any(counted for _, counted in updates.values()):
+        """`updates`: {name: `training.Update`} of this step; `sw`: the master's SummaryWriter."""
+        if not any(update.counted for update in updates.values()):
             self.in_a_row = 0
             return
         self.in_a_row += 1
         self.total += 1
         if sw is not None:
-            skipped = " and ".join(name for name, (stepped, _) in updates.items() if not stepped)
+            skipped = " and ".join(name for name, update in updates.items() if not update.stepped)
             print(
                 f"WARNING: step {steps}: non-finite loss or gradient, {skipped} update skipped "
                 f"({self.in_a_row} in a row, {self.total} in total)",
@@ -588,25 +612,30 @@ def build_loaders(a, h, batch_size: int, world_size: int, rank: int, is_master: 
 # ---------------------------------------------------------------------------------------------
 
 
-def log_step(sw, steps: int, family: Family, terms: dict, lr: float, seconds: float, nonfinite: int, a) -> None:
+def log_step(sw, steps: int, family: Family, terms: dict, updates: dict, lr: float, seconds: float, nonfinite: int, a):
     """The authors' stdout line every --stdout_interval steps; every --summary_interval steps the
-    TensorBoard scalars: each loss term (`training/<name>`, the original tags among them), the
-    learning rate, seconds per step and the count of skipped non-finite steps."""
+    TensorBoard scalars: each term of the step (`training/<name>`: the original tags, the other
+    loss terms, the mean D outputs), each update's total gradient norm before clipping
+    (`training/grad_norm_<update>`), the learning rate, seconds per step and the count of skipped
+    non-finite steps. The scalars of a step reach the host in one transfer."""
     if steps % a.stdout_interval == 0:
         values = "".join(f"{label} : {terms[name].item():4.3f}, " for label, name in family.stdout_terms)
         print(f"Steps : {steps:d}, {values}s/b : {seconds:4.3f}", flush=True)
     if steps % a.summary_interval == 0:
-        for name, value in terms.items():
-            sw.add_scalar(f"training/{name}", value.item(), steps)
+        scalars = {**terms, **{f"grad_norm_{name}": update.grad_norm for name, update in updates.items()}}
+        values = torch.stack([v.float() for v in scalars.values()]).tolist()  # one host sync
+        for name, value in zip(scalars, values):
+            sw.add_scalar(f"training/{name}", value, steps)
         sw.add_scalar("training/learning_rate", lr, steps)
         sw.add_scalar("training/seconds_per_step", seconds, steps)
         sw.add_scalar("training/nonfinite_steps", nonfinite, steps)
 
 
-def validate(generator, validation_loader, h, device, sw, steps: int, metrics=None) -> float:
+def validate(generator, validation_loader, h, device, sw, steps: int, metrics=None, suffix: str = "") -> float:
     """Mel L1 over the validation set (rank 0), with audio and spectrograms for the first items;
     `metrics` (metrics.py names, from --validation_metrics) are logged for the first few clips.
-    `generator`: the module that maps a mel (1, M, F) to audio (1, 1, T)."""
+    `generator`: the module that maps a mel (1, M, F) to audio (1, 1, T); `suffix` ("_ema") is
+    added to its tags (the ground truth is logged once, without one)."""
     generator.eval()
     scores = []
     if device.type == "cuda":
@@ -628,18 +657,18 @@ def validate(generator, validation_loader, h, device, sw, steps: int, metrics=No
 
                 scores.append(compute_metrics(y[0].numpy(), y_g_hat[0, 0].float().cpu().numpy(), h, metrics))
             if j < NUM_LOGGED_VALIDATION_ITEMS:
-                if steps == 0:
+                if steps == 0 and not suffix:
                     sw.add_audio(f"gt/y_{j}", y[0], steps, h.sampling_rate)
                     sw.add_figure(f"gt/y_spec_{j}", plot_spectrogram(x[0].numpy()), steps)
-                sw.add_audio(f"generated/y_hat_{j}", y_g_hat[0].float().cpu(), steps, h.sampling_rate)
-                y_hat_spec = mel_from_config(y_g_hat.squeeze(1), h)
-                sw.add_figure(f"generated/y_hat_spec_{j}", plot_spectrogram(y_hat_spec.squeeze(0).cpu().numpy()), steps)
+                sw.add_audio(f"generated/y_hat_{j}{suffix}", y_g_hat[0].float().cpu(), steps, h.sampling_rate)
+                y_hat_spec = plot_spectrogram(mel_from_config(y_g_hat.squeeze(1), h).squeeze(0).cpu().numpy())
+                sw.add_figure(f"generated/y_hat_spec_{j}{suffix}", y_hat_spec, steps)
     val_err = val_err_tot / max(n, 1)
-    sw.add_scalar("validation/mel_spec_error", val_err, steps)
+    sw.add_scalar(f"validation/mel_spec_error{suffix}", val_err, steps)
     for column, tag in VALIDATION_METRIC_TAGS.items():
         values = [s[column] for s in scores if column in s and math.isfinite(s[column])]
         if values:
-            sw.add_scalar(tag, sum(values) / len(values), steps)
+            sw.add_scalar(tag + suffix, sum(values) / len(values), steps)
     generator.train()
     return val_err
 
@@ -671,6 +700,9 @@ def save_and_validate(a, h, family, models, optimizers, position, save: bool, sw
             raise
     if steps % a.validation_interval == 0:
         validate(family.synthesize(models, h), loader, h, device, sw, steps, metric_names)
+        average = family.synthesize_ema(models, h)
+        if average is not None:  # the EMA weights too: validation/mel_spec_error_ema
+            validate(average, loader, h, device, sw, steps, metric_names, suffix="_ema")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -727,6 +759,8 @@ def train(local_rank: int, a, h, world_size: int, rank_offset: int = 0) -> None:
     sw, metric_names = open_logs(a, is_master)
     if is_master:
         check_disk_at_start(a.checkpoint_path, family, {**models, **optimizers}, a.keep_checkpoints)
+        if warning := short_epoch_warning(schedules, len(train_loader)):
+            print(warning, flush=True)
     stop, nonfinite = StopRequest(), NonFiniteSteps()
     previous_handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     for model in models.values():
@@ -748,7 +782,7 @@ def train(local_rank: int, a, h, world_size: int, rank_offset: int = 0) -> None:
             nonfinite.check(steps, updates, sw, a.checkpoint_path)
             if is_master:
                 lr = next(iter(optimizers.values())).param_groups[0]["lr"]
-                log_step(sw, steps, family, terms, lr, time.time() - start_b, nonfinite.total, a)
+                log_step(sw, steps, family, terms, updates, lr, time.time() - start_b, nonfinite.total, a)
             for scheduler in schedules.per_step:
                 scheduler.step()
             last_step = a.training_steps is not None and steps + 1 >= a.training_steps

@@ -9,7 +9,8 @@ file).
 
 `GAN` is the paper's recipe (section 2.4): AdamW, ExponentialLR per epoch, a discriminator step
 (MPD + MSD) then a generator step (adversarial + 2 x feature matching + 45 x mel L1). Optional
-config keys turn it into each row of the paper's Table 2 and into MelGAN's recipe (see `recipe`).
+config keys turn it into each row of the paper's Table 2 and into MelGAN's recipe, and add what
+later trainers have (gradient clipping, EMA weights, a per-step decay); see `recipe`.
 `WAVEGLOW` (maximum likelihood of dequantised audio, NVIDIA/waveglow's recipe) and `WAVENET`
 (teacher-forced mixture-of-logistics likelihood, a per-step schedule and EMA weights, as
 r9y9/wavenet_vocoder) are the likelihood baselines of Table 1.
@@ -41,7 +42,7 @@ from models import (
     feature_loss,
 )
 from synthesis import build_generator
-from utils import ConfigError
+from utils import EMA_PREFIX, ConfigError
 
 MEL_LOSS_WEIGHT = 45  # lambda_mel, eq. 7
 FEATURE_LOSS_WEIGHT = 2  # lambda_fm, eq. 7 (the authors' feature_loss multiplies by it inside)
@@ -76,15 +77,17 @@ class Family(NamedTuple):
     - build_schedulers(optimizers, h, last_epoch, steps) -> `Schedules`: learning-rate schedulers
       stepped after every epoch and after every step, resumed at `last_epoch` (-1: a fresh run) and
       `steps` (the next step to run)
-    - train_step(models, optimizers, batch, h, ctx) -> (terms, updates): loss terms by TensorBoard
-      name (0-d tensors), and {update name: (stepped, counted)} from `optimizer_step`
-    - checkpoint_layout: ((file prefix, (model or optimizer names...)), ...); the first file holds
-      the weights synthesis loads, the last also `steps`, `epoch` and the resume state; files are
-      written last to first, and a checkpoint is complete when all are there
+    - train_step(models, optimizers, batch, h, ctx) -> (terms, updates): loss terms and other
+      scalars by TensorBoard name (0-d tensors), and {update name: `Update`} from `optimizer_step`
+    - checkpoint_layout: (`CheckpointFile`, ...), one per file; the first file holds the weights
+      synthesis loads, the last also `steps`, `epoch` and the resume state; files are written last
+      to first, and a checkpoint is complete when all its files are there
     - synthesize(models, h) -> the module that maps a mel (B, M, F) to audio (B, 1, T) (validation)
     - stdout_terms: ((label, term name), ...) of the stdout line
     - check_config(h, source): `ConfigError` for a config key the recipe cannot train
     - unused_parameters: some trained parameters get no gradient in a step (DDP must look for them)
+    - synthesize_ema(models, h) -> the same from the EMA weights, or None when the run keeps none
+      (validation then also reports `validation/mel_spec_error_ema`)
     """
 
     build_models: Callable
@@ -96,6 +99,37 @@ class Family(NamedTuple):
     stdout_terms: tuple
     check_config: Callable
     unused_parameters: bool = False
+    synthesize_ema: Callable = lambda models, h: None
+
+
+class CheckpointFile(NamedTuple):
+    """One file `<prefix>XXXXXXXX` of a checkpoint.
+
+    `entries`: the model and optimizer names it holds, each saved under its own name, or {key in
+    the file: name} (HiFi-GAN's EMA generator is saved as "generator", so that its file is a g_
+    file). A file holding none of a run's objects is neither written nor read by it (a run without
+    `ema_decay` has no `ema_` files), but it is pruned with the others. `start_from`: the prefix
+    of the file whose same keys stand in when this one is absent (turning EMA on in a run, or for
+    the authors' pretrained pair, starts the average at the generator).
+    """
+
+    prefix: str
+    entries: tuple | dict
+    start_from: str | None = None
+
+    def keys(self) -> dict:
+        """{key in the file: model or optimizer name}."""
+        return dict(self.entries) if isinstance(self.entries, dict) else {name: name for name in self.entries}
+
+
+class Update(NamedTuple):
+    """What `optimizer_step` did: `stepped`, the update was applied; `counted`, it was skipped for
+    a real numerical problem (not an fp16 GradScaler overflow); `grad_norm`, the total gradient
+    norm before clipping (a 0-d tensor on the device: reading it is the logger's one host sync)."""
+
+    stepped: bool
+    counted: bool
+    grad_norm: torch.Tensor
 
 
 class Schedules(NamedTuple):
@@ -110,22 +144,23 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
-def optimizer_step(loss: torch.Tensor, optimizer, params, scaler) -> tuple[bool, bool]:
-    """Backward, then step unless the gradients are non-finite.
-
-    Returns (stepped, counted): `counted` marks a skipped step that is a real numerical problem
-    (not an fp16 GradScaler overflow, which the scaler handles by lowering its scale).
-    """
+def optimizer_step(loss: torch.Tensor, optimizer, params, scaler, clip: float | None = None) -> Update:
+    """Backward, then step unless the gradients are non-finite; with `clip`, the gradients are
+    first scaled down to a total norm of at most `clip` (as `clip_grad_norm_`, from the norm the
+    guard computed: no second norm, no extra host sync)."""
     scaler.scale(loss).backward()
     scaler.unscale_(optimizer)
-    grads = [p.grad for p in params if p.grad is not None]
+    params = [p for p in params if p.grad is not None]
+    grads = [p.grad for p in params]
     norm = torch.nn.utils.get_total_norm(grads, foreach=True) if grads else loss.detach().float()
     finite = bool(torch.isfinite(norm))  # the one host sync of this optimizer step
     if finite:
+        if clip is not None:
+            torch.nn.utils.clip_grads_with_norm_(params, clip, norm, foreach=True)
         scaler.step(optimizer)
     scaler.update()
     counted = not finite and (not scaler.is_enabled() or not bool(torch.isfinite(loss.detach())))
-    return finite, counted
+    return Update(finite, counted, norm.detach())
 
 
 @contextlib.contextmanager
@@ -165,6 +200,28 @@ def exponential_schedulers(optimizers: dict, h, last_epoch: int, steps: int) -> 
     return Schedules(per_epoch, [])
 
 
+SHORT_EPOCH_STEPS = 100  # a per-epoch decay over epochs shorter than this warns (Coqui #1003: 7e-111)
+WARNING_HORIZON_STEPS = 100_000  # ... with the learning rate it reaches after this many steps
+PAPER_STEP_DECAY = 0.999 ** (1 / 809)  # the paper's 0.999 per LJSpeech epoch (12950 clips / 16) per step
+
+
+def short_epoch_warning(schedules: Schedules, steps_per_epoch: int) -> str | None:
+    """The one-line warning for an exponential decay after every epoch when an epoch has fewer
+    than SHORT_EPOCH_STEPS steps (a small data set decays the learning rate to nothing), with the
+    learning rate it reaches after WARNING_HORIZON_STEPS steps; None otherwise."""
+    decaying = [s for s in schedules.per_epoch if getattr(s, "gamma", 1.0) < 1.0]
+    if not decaying or steps_per_epoch >= SHORT_EPOCH_STEPS:
+        return None
+    gamma, lr = decaying[0].gamma, decaying[0].base_lrs[0]
+    reached = lr * gamma ** (WARNING_HORIZON_STEPS / max(1, steps_per_epoch))
+    return (
+        f"WARNING: an epoch is {steps_per_epoch} step{'s' * (steps_per_epoch != 1)} and lr_decay {gamma:g} applies after every epoch: after "
+        f"{WARNING_HORIZON_STEPS // 1000}k steps the learning rate will be {reached:.3g} (from {lr:g}); to decay per "
+        f'step instead set "lr_decay_every": "step" with e.g. "lr_decay": {PAPER_STEP_DECAY:.7f} (the paper\'s '
+        "0.999 per epoch of LJSpeech)"
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # The GAN recipe: HiFi-GAN, its Table 2 ablations, MelGAN and MelGAN with MPD
 # ---------------------------------------------------------------------------------------------
@@ -185,6 +242,10 @@ OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}  # the confi
 DISCRIMINATORS = ("mpd", "msd")  # model names, in the order the step runs them
 
 
+LR_DECAY_EVERY = ("epoch", "step")  # the config's `lr_decay_every`: when ExponentialLR(lr_decay) steps
+UPDATES = ("generator", "discriminator")  # the GAN's optimizer updates (`grad_clip` may name them)
+
+
 # The GAN recipe's optional config keys; absent, they give HiFi-GAN as the paper trains it.
 RECIPE_DEFAULTS = {
     "use_mpd": True,
@@ -194,8 +255,16 @@ RECIPE_DEFAULTS = {
     "lambda_mel": MEL_LOSS_WEIGHT,
     "lambda_fm": FEATURE_LOSS_WEIGHT,
     "optimizer": "adamw",
+    "lr_decay_every": "epoch",
+    "grad_clip": None,  # max total gradient norm: a number for both updates, or {update: number}
+    "ema_decay": None,  # keep an exponential moving average of the generator weights
 }
-RECIPE_CHOICES = {"msd_variant": MSD_VARIANTS, "adversarial_loss": ADVERSARIAL_LOSSES, "optimizer": OPTIMIZERS}
+RECIPE_CHOICES = {
+    "msd_variant": MSD_VARIANTS,
+    "adversarial_loss": ADVERSARIAL_LOSSES,
+    "optimizer": OPTIMIZERS,
+    "lr_decay_every": LR_DECAY_EVERY,
+}
 
 
 def recipe(h) -> dict:
@@ -216,8 +285,47 @@ def check_recipe(h, source: str) -> None:
             raise ConfigError(f"{source}: {key} is {r[key]!r}; use one of {', '.join(allowed)}")
     for key in ("lambda_mel", "lambda_fm"):
         value = r[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        if not is_number(value) or not value >= 0:
             raise ConfigError(f"{source}: {key} must be a number >= 0 (0 removes the term), got {value!r}")
+    clip = r["grad_clip"]
+    limits = clip.values() if isinstance(clip, dict) else [] if clip is None else [clip]
+    if (isinstance(clip, dict) and not set(clip) <= set(UPDATES)) or not all(is_number(v) and v > 0 for v in limits):
+        raise ConfigError(
+            f"{source}: grad_clip {clip!r} must be a number > 0 (the largest total gradient norm of each update), "
+            'a dict such as {"generator": 1000, "discriminator": 1000}, or null (no clipping)'
+        )
+    check_ema_decay(h, source)
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_ema_decay(h, source: str) -> None:
+    decay = h.get("ema_decay")
+    if decay is not None and not (is_number(decay) and 0 <= decay < 1):
+        raise ConfigError(f"{source}: ema_decay {decay!r} must be in [0, 1) (e.g. 0.999) or null (no EMA)")
+
+
+def grad_clip(h, update: str) -> float | None:
+    """The config's `grad_clip` for one update ("generator" or "discriminator"); None: no clipping."""
+    clip = recipe(h)["grad_clip"]
+    return clip.get(update) if isinstance(clip, dict) else clip
+
+
+def ema_copy(model: torch.nn.Module, build: Callable) -> torch.nn.Module:
+    """A frozen copy of `model` (built by `build()`, then loaded: weight norm forbids deepcopy) to
+    hold its exponential moving average; its own init leaves the training RNG as it was."""
+    with torch.random.fork_rng(devices=[]):
+        average = build()
+    average.load_state_dict(model.state_dict())
+    return average.to(next(model.parameters()).device).requires_grad_(False)
+
+
+@torch.no_grad()
+def ema_update(average: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """average = decay * average + (1 - decay) * model, parameter by parameter (r9y9's EMA)."""
+    torch._foreach_lerp_(list(average.parameters()), list(model.parameters()), 1 - decay)
 
 
 def build_gan(h, device: torch.device) -> dict:
@@ -230,7 +338,22 @@ def build_gan(h, device: torch.device) -> dict:
         models["mpd"] = MultiPeriodDiscriminator.from_config(h)
     if r["use_msd"]:
         models["msd"] = MSD_VARIANTS[r["msd_variant"]][0](h)
-    return {name: m.to(device) for name, m in models.items()}
+    models = {name: m.to(device) for name, m in models.items()}
+    if r["ema_decay"] is not None:  # built last: the other modules' seeded init is the paper's
+        models["generator_ema"] = ema_copy(models["generator"], lambda: build_generator(h))
+    return models
+
+
+def gan_schedulers(optimizers: dict, h, last_epoch: int, steps: int) -> Schedules:
+    """ExponentialLR(lr_decay) after every epoch (the paper) or, with `lr_decay_every` "step",
+    after every step (lr x lr_decay^steps), resumed where the checkpoint left off."""
+    if recipe(h)["lr_decay_every"] == "epoch":
+        return exponential_schedulers(optimizers, h, last_epoch, steps)
+    per_step = [
+        torch.optim.lr_scheduler.ExponentialLR(o, gamma=h.lr_decay, last_epoch=steps - 1)
+        for o in _with_initial_lr(optimizers, h)
+    ]
+    return Schedules([], per_step)
 
 
 def gan_optimizers(models: dict, h) -> dict:
@@ -264,14 +387,15 @@ def gan_step(models: dict, optimizers: dict, batch, h, ctx: StepContext) -> tupl
 
     # Discriminator step: MPD and MSD on the detached generator output
     optimizers["optim_d"].zero_grad(set_to_none=True)
-    disc = {}
+    disc, scores = {}, {}
     with autocast(ctx.device, ctx.amp_dtype):
         for k in present:
             y_d_r, y_d_g, _, _ = ctx.run[k](y, y_g_hat.detach())
             disc[k], _, _ = d_loss(y_d_r, y_d_g)
+            scores[f"d_real_{k}"], scores[f"d_fake_{k}"] = mean_score(y_d_r), mean_score(y_d_g)
         loss_disc_all = sum(disc[k] for k in reversed(present))  # MSD + MPD, the authors' sum
     params_d = [p for k in reversed(present) for p in models[k].parameters()]
-    d_update = optimizer_step(loss_disc_all, optimizers["optim_d"], params_d, ctx.scaler)
+    d_update = optimizer_step(loss_disc_all, optimizers["optim_d"], params_d, ctx.scaler, grad_clip(h, "discriminator"))
 
     # Generator step: mel L1, feature matching, adversarial
     optimizers["optim_g"].zero_grad(set_to_none=True)
@@ -288,20 +412,35 @@ def gan_step(models: dict, optimizers: dict, batch, h, ctx: StepContext) -> tupl
     if r["lambda_mel"]:
         terms["mel_loss"] = mel_error * r["lambda_mel"]
         loss_gen_all = loss_gen_all + terms["mel_loss"]
-    g_update = optimizer_step(loss_gen_all, optimizers["optim_g"], list(models["generator"].parameters()), ctx.scaler)
+    params_g = list(models["generator"].parameters())
+    g_update = optimizer_step(loss_gen_all, optimizers["optim_g"], params_g, ctx.scaler, grad_clip(h, "generator"))
+    if g_update.stepped and "generator_ema" in models:
+        ema_update(models["generator_ema"], models["generator"], h.ema_decay)
 
     terms = {"gen_loss_total": loss_gen_all, "mel_spec_error": mel_error, "disc_loss_total": loss_disc_all, **terms}
-    return {k: v.detach() for k, v in terms.items()}, {"discriminator": d_update, "generator": g_update}
+    terms = {k: v.detach() for k, v in {**terms, **scores}.items()}
+    return terms, {"discriminator": d_update, "generator": g_update}
+
+
+def mean_score(outputs: list) -> torch.Tensor:
+    """The mean of one discriminator's outputs over its sub-discriminators (fp32, detached): near 1
+    on real and 0 on generated audio when D wins (LSGAN targets)."""
+    return torch.stack([o.detach().float().mean() for o in outputs]).mean()
 
 
 # HiFi-GAN's Table 2 rows and MelGAN (with or without MPD) are this recipe with other config keys.
 GAN = Family(
     build_models=build_gan,
     build_optimizers=gan_optimizers,
-    build_schedulers=exponential_schedulers,
+    build_schedulers=gan_schedulers,
     train_step=gan_step,
-    checkpoint_layout=(("g_", ("generator",)), ("do_", ("mpd", "msd", "optim_g", "optim_d"))),
+    checkpoint_layout=(
+        CheckpointFile("g_", ("generator",)),
+        CheckpointFile(EMA_PREFIX, {"generator": "generator_ema"}, start_from="g_"),  # an authors' g_ file too
+        CheckpointFile("do_", ("mpd", "msd", "optim_g", "optim_d")),
+    ),
     synthesize=lambda models, h: models["generator"],
+    synthesize_ema=lambda models, h: models.get("generator_ema"),
     stdout_terms=(("Gen Loss Total", "gen_loss_total"), ("Mel-Spec. Error", "mel_spec_error")),
     check_config=check_recipe,
 )
@@ -348,7 +487,7 @@ WAVEGLOW = Family(
     build_optimizers=adam,
     build_schedulers=exponential_schedulers,
     train_step=waveglow_step,
-    checkpoint_layout=(("waveglow_", ("waveglow",)), ("waveglow_state_", ("optimizer",))),
+    checkpoint_layout=(CheckpointFile("waveglow_", ("waveglow",)), CheckpointFile("waveglow_state_", ("optimizer",))),
     synthesize=waveglow_synthesizer,
     stdout_terms=(("Loss", "loss"),),
     check_config=validate_waveglow_config,
@@ -380,17 +519,8 @@ def build_wavenet(h, device: torch.device) -> dict:
     """The WaveNet and, with `ema_decay`, its exponential moving average (never trained itself)."""
     models = {"wavenet": WaveNet(h).to(device)}
     if h.get("ema_decay") is not None:
-        with torch.random.fork_rng(devices=[]):  # the copy's own init leaves the training RNG as it was
-            average = WaveNet(h).to(device)
-        average.load_state_dict(models["wavenet"].state_dict())  # weight norm: no deepcopy
-        models["wavenet_ema"] = average.requires_grad_(False)
+        models["wavenet_ema"] = ema_copy(models["wavenet"], lambda: WaveNet(h))
     return models
-
-
-@torch.no_grad()
-def ema_update(average: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    """average = decay * average + (1 - decay) * model, parameter by parameter (r9y9's EMA)."""
-    torch._foreach_lerp_(list(average.parameters()), list(model.parameters()), 1 - decay)
 
 
 def wavenet_check(h, source: str) -> None:
@@ -401,9 +531,7 @@ def wavenet_check(h, source: str) -> None:
     if h.get("lr_schedule") not in LR_SCHEDULES:
         names = ", ".join(k for k in LR_SCHEDULES if k)
         raise ConfigError(f"{source}: lr_schedule {h.get('lr_schedule')!r}; use one of {names} or null")
-    decay = h.get("ema_decay")
-    if decay is not None and not (isinstance(decay, (int, float)) and 0 <= decay < 1):
-        raise ConfigError(f"{source}: ema_decay {decay!r} must be in [0, 1) (0.9999 in theirs) or null (no EMA)")
+    check_ema_decay(h, source)
 
 
 def wavenet_step(models: dict, optimizers: dict, batch, h, ctx: StepContext) -> tuple[dict, dict]:
@@ -436,7 +564,10 @@ WAVENET = Family(
     build_optimizers=adam,
     build_schedulers=per_step_schedulers,
     train_step=wavenet_step,
-    checkpoint_layout=(("wavenet_", ("wavenet", "wavenet_ema")), ("wavenet_state_", ("optimizer",))),
+    checkpoint_layout=(
+        CheckpointFile("wavenet_", ("wavenet", "wavenet_ema")),
+        CheckpointFile("wavenet_state_", ("optimizer",)),
+    ),
     synthesize=wavenet_synthesizer,
     stdout_terms=(("Loss", "loss"),),
     check_config=wavenet_check,

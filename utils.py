@@ -49,6 +49,7 @@ REQUIRED_KEYS = (
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config_v1.json")  # scripts' default frontend
 CONFIG_BESIDE_CHECKPOINT = "config.json"  # train.py copies the config here, next to g_XXXXXXXX
 CHECKPOINT_DIGITS = 8  # g_00005000: 8-digit zero-padded step, as the original
+EMA_PREFIX = "ema_"  # ema_00005000: the EMA generator weights beside g_/do_ (config key ema_decay)
 TEMP_SUFFIX = ".tmp"  # save_checkpoint writes `.<name>.<random>.tmp`, then renames it
 
 

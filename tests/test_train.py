@@ -28,7 +28,7 @@ from conftest import make_training_data as make_data
 
 import train
 from meldataset import mel_spectrogram
-from models import MultiPeriodDiscriminator, MultiScaleDiscriminator
+from models import Generator, MultiPeriodDiscriminator, MultiScaleDiscriminator
 from utils import load_checkpoint
 
 ORIGINAL_TAGS = ("training/gen_loss_total", "training/mel_spec_error", "validation/mel_spec_error")
@@ -352,3 +352,102 @@ def test_ddp_torchrun_wavenet_keeps_its_ema_unwrapped(tmp_path):
     weights = load_checkpoint(str(tmp_path / "cp" / "wavenet_00000001"))
     assert set(weights) == {"wavenet", "wavenet_ema"}
     assert not any(k.startswith("module.") for entry in weights.values() for k in entry)
+
+
+# --- issue #19: EMA file, per-step decay, the new TensorBoard scalars ---
+
+
+def ema_config(tmp_path, name="ema.json", **overrides) -> str:
+    path = tmp_path / name
+    path.write_text(json.dumps({**tiny_config("v1", segment_size=2048), **overrides}))
+    return str(path)
+
+
+def authors_resume(cp_dir: str, h):
+    """What the authors' train.py does at start: scan_checkpoint(cp, 'g_') and (cp, 'do_') with
+    their glob of 8 characters, load each with torch.load and its state dicts by their keys."""
+    import glob
+
+    g_file, do_file = (sorted(glob.glob(os.path.join(cp_dir, p + "????????")))[-1] for p in ("g_", "do_"))
+    generator, mpd, msd = Generator(h), MultiPeriodDiscriminator.from_config(h), MultiScaleDiscriminator.from_config(h)
+    generator.load_state_dict(torch.load(g_file, map_location="cpu")["generator"])
+    do = torch.load(do_file, map_location="cpu")
+    mpd.load_state_dict(do["mpd"])
+    msd.load_state_dict(do["msd"])
+    return os.path.basename(g_file), os.path.basename(do_file), do["steps"], generator
+
+
+def test_ema_file_beside_the_pair_resumes_and_never_breaks_loading(tmp_path, capsys, one_thread):
+    """A run without EMA turns it on (the average starts at the generator), writes ema_ beside
+    g_/do_, resumes it exactly, validates both; the authors' loading and ours without --ema see
+    the pair only, and the ema_ file is itself an authors' g_ file."""
+    from synthesis import load_generator
+
+    data = make_data(tmp_path / "data", n=4)  # 2 steps per epoch
+    cp = run_train(tmp_path, config=ema_config(tmp_path, "plain.json"), data=data, steps=2)
+    config = ema_config(tmp_path, ema_decay=0.5)
+    capsys.readouterr()
+    run_train(tmp_path, "--checkpoint_interval", "1", "--validation_interval", "2", config=config, data=data, steps=4)
+    out = capsys.readouterr().out
+    assert f"No ema_00000001: generator_ema start(s) from {cp}/g_00000001" in out
+    assert f"Saved checkpoints {cp}/g_00000002 and {cp}/ema_00000002 and {cp}/do_00000002" in out
+    g = {s: load_checkpoint(str(cp / f"g_0000000{s}"))["generator"] for s in (1, 2, 3)}
+    ema = {s: load_checkpoint(str(cp / f"ema_0000000{s}")) for s in (2, 3)}
+    assert all(set(e) == {"generator"} for e in ema.values())  # the authors' g_ format
+    for key in g[1]:  # ema_2 = 0.5 g_1 + 0.5 g_2; ema_3 = 0.5 ema_2 + 0.5 g_3
+        torch.testing.assert_close(ema[2]["generator"][key], 0.5 * g[1][key] + 0.5 * g[2][key], rtol=1e-6, atol=1e-8)
+    capsys.readouterr()
+    run_train(tmp_path, "--checkpoint_interval", "1", config=config, data=data, steps=5)  # resumed: step 4
+    assert "No ema_" not in capsys.readouterr().out
+    g[4], ema[4] = load_checkpoint(str(cp / "g_00000004"))["generator"], load_checkpoint(str(cp / "ema_00000004"))
+    for key in g[1]:
+        expected = 0.5 * ema[3]["generator"][key] + 0.5 * g[4][key]
+        torch.testing.assert_close(ema[4]["generator"][key], expected, rtol=1e-6, atol=1e-8)
+    tags = set(scalar_tags(cp / "logs").Tags()["scalars"])
+    assert {"validation/mel_spec_error", "validation/mel_spec_error_ema"} <= tags
+    # The authors' code resumes from the pair (the ema_ file is invisible to its glob) and loads
+    # the ema_ file as a generator; ours without --ema loads g_, with --ema the average.
+    h = tiny_config("v1", segment_size=2048)
+    assert authors_resume(str(cp), h)[:3] == ("g_00000004", "do_00000004", 4)
+    Generator(h).load_state_dict(torch.load(cp / "ema_00000004", map_location="cpu")["generator"])
+    plain, _ = load_generator(str(cp / "g_00000004"), device="cpu")
+    average, _ = load_generator(str(cp / "g_00000004"), device="cpu", ema=True)
+    for loaded, source in ((plain, g[4]), (average, ema[4]["generator"])):
+        w = (
+            source["conv_pre.weight_v"]
+            * source["conv_pre.weight_g"]
+            / source["conv_pre.weight_v"].norm(dim=(1, 2), keepdim=True)
+        )
+        torch.testing.assert_close(loaded.conv_pre.weight, w, rtol=1e-5, atol=1e-7)
+    assert not torch.equal(plain.conv_pre.weight, average.conv_pre.weight)
+    # A run without ema_decay resumes from the same folder and prunes the ema_ files with the pairs.
+    capsys.readouterr()
+    run_train(tmp_path, "--keep_checkpoints", "1", config=ema_config(tmp_path, "plain.json"), data=data, steps=6)
+    assert f"Resuming from {cp}/g_00000004 and {cp}/do_00000004 (step 4, " in capsys.readouterr().out
+    assert sorted(f for f in os.listdir(cp) if f[0] in "egd") == ["do_00000005", "g_00000005"]
+
+
+def test_per_step_decay_resumes_and_the_new_scalars_are_logged(tmp_path, capsys, one_thread):
+    """lr_decay_every "step": the learning rate at step k is lr x lr_decay^k, also across a resume.
+    Every summary step logs G's and D's gradient norms and the mean D outputs on real and
+    generated audio; the per-epoch decay (the default) warns for these 1-step epochs."""
+    data = make_data(tmp_path / "data", n=2)  # 1 step per epoch
+    run_train(tmp_path, config=ema_config(tmp_path, "epoch.json"), data=data, steps=1)
+    assert "WARNING: an epoch is 1 step and lr_decay 0.999 applies after every epoch" in capsys.readouterr().out
+    shutil.rmtree(tmp_path / "cp")
+    config = ema_config(tmp_path, lr_decay_every="step", lr_decay=0.5)
+    run_train(tmp_path, config=config, data=data, steps=3)
+    cp = run_train(tmp_path, config=config, data=data, steps=5)
+    out = capsys.readouterr().out
+    assert "WARNING: an epoch" not in out and "Resuming from" in out
+    acc = scalar_tags(cp / "logs")
+    lrs = {e.step: e.value for e in acc.Scalars("training/learning_rate")}
+    assert lrs == {k: pytest.approx(2e-4 * 0.5**k, rel=1e-6) for k in range(5)}
+    tags = set(acc.Tags()["scalars"])
+    new = {f"training/{t}_{k}" for t in ("d_real", "d_fake") for k in ("mpd", "msd")}
+    new |= {"training/grad_norm_generator", "training/grad_norm_discriminator"}
+    assert new <= tags
+    for tag in new:
+        values = [e.value for e in acc.Scalars(tag)]
+        assert len(values) == 5 and all(np.isfinite(values)), tag
+    assert all(e.value > 0 for t in ("generator", "discriminator") for e in acc.Scalars(f"training/grad_norm_{t}"))

@@ -84,11 +84,14 @@ def test_default_recipe_is_the_authors_step_for_step(version, one_thread):
         terms, updates = training.GAN.train_step(ours, our_opts, b, h, context(ours))
         gen, disc = authors_step(*theirs.values(), *their_opts.values(), b)
         assert (terms["gen_loss_total"].item(), terms["disc_loss_total"].item()) == (gen, disc)
-        assert updates == {"discriminator": (True, False), "generator": (True, False)}
+        assert {k: (u.stepped, u.counted) for k, u in updates.items()} == {
+            "discriminator": (True, False),
+            "generator": (True, False),
+        }
     for name in ours:
         torch.testing.assert_close(ours[name].state_dict(), theirs[name].state_dict(), rtol=0, atol=0)
     expected = {"gen_loss_total", "mel_spec_error", "disc_loss_total", "mel_loss"}
-    expected |= {f"{t}_{k}" for t in ("gen_loss", "fm_loss") for k in ("mpd", "msd")}
+    expected |= {f"{t}_{k}" for t in ("gen_loss", "fm_loss", "d_real", "d_fake") for k in ("mpd", "msd")}
     assert set(terms) == expected
 
 
@@ -115,8 +118,7 @@ def test_without_a_discriminator_it_has_no_parameters_and_no_terms(name, absent,
     assert d_params == parameters(models[present])
     terms, _ = training.GAN.train_step(models, opts, batch(h), h, context(models))
     assert set(terms) == {"gen_loss_total", "mel_spec_error", "disc_loss_total", "mel_loss"} | {
-        f"gen_loss_{present}",
-        f"fm_loss_{present}",
+        f"{t}_{present}" for t in ("gen_loss", "fm_loss", "d_real", "d_fake")
     }
     total = terms[f"gen_loss_{present}"] + terms[f"fm_loss_{present}"] + terms["mel_loss"]
     assert terms["gen_loss_total"].item() == total.item()
@@ -216,3 +218,116 @@ def test_train_py_rejects_a_bad_recipe_key_before_any_work(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == (
         f"error: {config}: msd_variant is ['melgan']; use one of hifigan, melgan"
     )
+
+
+# --- the opt-in options of issue #19: clipping, EMA, per-step decay (defaults: the paper) ---
+
+
+def grads_norm(module) -> float:
+    return torch.nn.utils.get_total_norm([p.grad for p in module.parameters() if p.grad is not None]).item()
+
+
+def d_grads_norm(models) -> float:
+    return (grads_norm(models["mpd"]) ** 2 + grads_norm(models["msd"]) ** 2) ** 0.5
+
+
+def test_grad_clip_bounds_each_updates_total_norm(one_thread):
+    """grad_clip scales G's and D's gradients to that total norm (measured on the gradients the
+    optimizers applied) and reports the norm before clipping; a dict clips only the updates named."""
+    h = tiny_config("v1")
+    b = batch(h)
+    models, opts = build(h)
+    _, free = training.GAN.train_step(models, opts, b, h, context(models))
+    torch.testing.assert_close(free["generator"].grad_norm.item(), grads_norm(models["generator"]), rtol=1e-6, atol=0)
+    torch.testing.assert_close(free["discriminator"].grad_norm.item(), d_grads_norm(models), rtol=1e-6, atol=0)
+    clip = 0.01
+    assert min(u.grad_norm.item() for u in free.values()) > 10 * clip  # so that clipping acts on both
+    clipped_h = AttrDict({**h, "grad_clip": clip})
+    models, opts = build(clipped_h)
+    _, clipped = training.GAN.train_step(models, opts, b, clipped_h, context(models))
+    assert clipped["discriminator"].grad_norm.item() == free["discriminator"].grad_norm.item()  # before clipping
+    torch.testing.assert_close(grads_norm(models["generator"]), clip, rtol=1e-4, atol=0)
+    torch.testing.assert_close(d_grads_norm(models), clip, rtol=1e-4, atol=0)
+    only_g = AttrDict({**h, "grad_clip": {"generator": clip}})
+    models, opts = build(only_g)
+    _, updates = training.GAN.train_step(models, opts, b, only_g, context(models))
+    assert updates["generator"].grad_norm.item() == free["generator"].grad_norm.item()  # the same D step before
+    torch.testing.assert_close(grads_norm(models["generator"]), clip, rtol=1e-4, atol=0)
+    torch.testing.assert_close(d_grads_norm(models), free["discriminator"].grad_norm.item(), rtol=1e-6, atol=0)
+
+
+def test_ema_equals_the_hand_computed_average_after_3_steps(one_thread):
+    decay = 0.5
+    h = AttrDict({**tiny_config("v1"), "ema_decay": decay})
+    models, opts = build(h)
+    plain, _ = build(tiny_config("v1"))
+    for name in plain:  # the EMA copy is built last: every other module has the paper's seeded init
+        torch.testing.assert_close(models[name].state_dict(), plain[name].state_dict(), rtol=0, atol=0)
+    assert not any(p.requires_grad for p in models["generator_ema"].parameters())
+    weights = [[p.detach().clone() for p in models["generator"].parameters()]]
+    for step in range(3):
+        training.GAN.train_step(models, opts, batch(h, seed=step), h, context(models))
+        weights.append([p.detach().clone() for p in models["generator"].parameters()])
+    # EMA_3 = d^3 w0 + d^2 (1-d) w1 + d (1-d) w2 + (1-d) w3
+    coefficients = [decay**3, decay**2 * (1 - decay), decay * (1 - decay), 1 - decay]
+    for i, average in enumerate(models["generator_ema"].parameters()):
+        expected = sum(c * w[i] for c, w in zip(coefficients, weights))
+        torch.testing.assert_close(average, expected, rtol=1e-6, atol=1e-8)
+    assert not torch.equal(next(models["generator_ema"].parameters()), weights[-1][0])
+
+
+def test_per_step_decay_gives_lr_times_decay_to_the_steps():
+    h = AttrDict({**tiny_config("v1"), "lr_decay_every": "step", "lr_decay": 0.9})
+    _, opts = build(h)
+    schedules = training.GAN.build_schedulers(opts, h, -1, 0)
+    assert schedules.per_epoch == [] and len(schedules.per_step) == 2
+    for _ in range(5):
+        for opt in opts.values():
+            opt.step()  # no gradients: no update (and torch's order of calls)
+        for scheduler in schedules.per_step:
+            scheduler.step()
+    for opt in opts.values():
+        assert opt.param_groups[0]["lr"] == pytest.approx(2e-4 * 0.9**5, rel=1e-12)
+    default = training.GAN.build_schedulers(build(tiny_config("v1"))[1], tiny_config("v1"), -1, 0)
+    assert default.per_step == [] and [s.gamma for s in default.per_epoch] == [0.999, 0.999]
+
+
+def test_per_epoch_decay_warns_for_a_10_step_epoch_and_not_a_1000_step_one():
+    h = tiny_config("v1")
+    schedules = training.GAN.build_schedulers(build(h)[1], h, -1, 0)
+    warning = training.short_epoch_warning(schedules, 10)
+    reached = 2e-4 * 0.999 ** (100_000 / 10)  # 10000 epochs of 10 steps
+    assert warning.startswith("WARNING: an epoch is 10 steps and lr_decay 0.999 applies after every epoch: ")
+    assert f"after 100k steps the learning rate will be {reached:.3g} (from 0.0002)" in warning
+    assert f"{reached:.3g}" == "9.03e-09"
+    assert training.short_epoch_warning(schedules, 1000) is None
+    per_step = AttrDict({**h, "lr_decay_every": "step"})
+    assert training.short_epoch_warning(training.GAN.build_schedulers(build(h)[1], per_step, -1, 0), 10) is None
+    constant = AttrDict({**h, "lr_decay": 1.0})
+    assert training.short_epoch_warning(training.GAN.build_schedulers(build(h)[1], constant, -1, 0), 10) is None
+
+
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("lr_decay_every", "batch", "lr_decay_every is 'batch'; use one of epoch, step"),
+        (
+            "grad_clip",
+            0,
+            "grad_clip 0 must be a number > 0 (the largest total gradient norm of each update), a dict such as "
+            '{"generator": 1000, "discriminator": 1000}, or null (no clipping)',
+        ),
+        (
+            "grad_clip",
+            {"mpd": 1},
+            "grad_clip {'mpd': 1} must be a number > 0 (the largest total gradient norm of each update), a dict such "
+            'as {"generator": 1000, "discriminator": 1000}, or null (no clipping)',
+        ),
+        ("ema_decay", 1, "ema_decay 1 must be in [0, 1) (e.g. 0.999) or null (no EMA)"),
+    ],
+)
+def test_option_keys_are_validated(key, value, message):
+    from utils import ConfigError
+
+    with pytest.raises(ConfigError, match=f"^c.json: {re.escape(message)}$"):
+        training.GAN.check_config(AttrDict({**tiny_config(), key: value}), "c.json")
