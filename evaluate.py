@@ -25,7 +25,8 @@ import numpy as np
 
 from meldataset import load_audio, write_pcm16
 from metrics import HIGHER_IS_BETTER, METRICS, available_metrics, compute_metrics, trim_pair
-from synthesis import load_generator, vocode, wav_to_mel
+from synthesis import check_workload, load_generator, vocode, wav_to_mel
+from synthesis_files import SAMPLING_OPTIONS, SYNTHESIS_SETTINGS
 from utils import DEFAULT_CONFIG, UserError, default_device, exit_with_user_error, load_config
 
 # available_metrics, compute_metrics: re-exported for train.py until it imports them from metrics
@@ -101,16 +102,30 @@ def write_csv(path: str, rows: list[dict], columns: list[str]) -> None:
         writer.writerow(["MEAN", f"{sum(r['seconds'] for r in rows):.3f}", *means])
 
 
-def checkpoint_jobs(checkpoint_file: str, config_file, reference_dir: str, device: str, output_dir=None, ema=False):
+def reference_frames(path: str, h) -> int:
+    """Mel frames of a reference wav at the model's rate, from its header (0 if unreadable)."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(path)
+    except RuntimeError:
+        return 0
+    return int(info.frames * h.sampling_rate / info.samplerate) // h.hop_size
+
+
+def checkpoint_jobs(
+    checkpoint_file: str, config_file, reference_dir: str, device: str, output_dir=None, ema=False, settings=None
+):
     """(name, load) per wav of `reference_dir`; `load()` -> (reference, its mel vocoded by the
     checkpoint (`ema`: its EMA weights), h), also written as 16-bit PCM to
     `<output_dir>/<name>_generated.wav` if given."""
-    generator, h = load_generator(checkpoint_file, config_file, device=device, ema=ema)
+    generator, h = load_generator(checkpoint_file, config_file, device=device, ema=ema, **(settings or {}))
     if not os.path.isdir(reference_dir):
         raise UserError(f"{reference_dir}: folder not found; check --reference_dir")
     names = sorted(n for n in os.listdir(reference_dir) if n.lower().endswith(".wav"))
     if not names:
         raise UserError(f"{reference_dir}: no .wav files; check --reference_dir")
+    check_workload(generator, h, (reference_frames(os.path.join(reference_dir, n), h) for n in names))
     if output_dir:
         os.makedirs(output_dir, exist_ok=True)
 
@@ -142,7 +157,8 @@ def evaluate(a, notify=print) -> tuple[list[dict], list[str]]:
     metrics = available_metrics(a.metrics.split(",") if a.metrics else None, notify)
     if a.checkpoint_file:
         device = a.device or default_device()
-        jobs = checkpoint_jobs(a.checkpoint_file, a.config, a.reference_dir, device, a.output_dir, a.ema)
+        settings = {name: getattr(a, name) for name in SYNTHESIS_SETTINGS}
+        jobs = checkpoint_jobs(a.checkpoint_file, a.config, a.reference_dir, device, a.output_dir, a.ema, settings)
     else:
         jobs = folder_jobs(a.generated_dir, a.reference_dir, load_config(a.config or DEFAULT_CONFIG), notify)
     rows, failed = [], []
@@ -190,6 +206,8 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--device", default=None, help="device for --checkpoint_file inference (default: cuda if available, else cpu)"
     )
+    for flag, options in SAMPLING_OPTIONS:  # WaveGlow's and WaveNet's settings, as inference.py
+        parser.add_argument(flag, **options)
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for user errors")
     a = parser.parse_args(argv)
     try:

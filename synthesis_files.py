@@ -296,6 +296,33 @@ def summary_line(result: dict) -> str:
 
 
 # Options of both commands: (flag, argparse keywords); each script adds its input folder first.
+# WaveGlow's and WaveNet's sampling settings (inference.py, inference_e2e.py, evaluate.py)
+SAMPLING_OPTIONS = (
+    (
+        "--sigma",
+        dict(type=float, default=None, help="WaveGlow: std of the noise (default: the config's infer_sigma, 0.6)"),
+    ),
+    (
+        "--denoiser_strength",
+        dict(
+            type=float,
+            default=None,
+            help="WaveGlow: subtract this x its bias spectrum (default: the config's, 0 = off)",
+        ),
+    ),
+    (
+        "--seed",
+        dict(type=int, default=None, help="WaveGlow, WaveNet: seed of each file's noise (default: the config's seed)"),
+    ),
+    (
+        "--max_seconds",
+        dict(
+            type=float,
+            default=None,
+            help="WaveNet: generate at most this many seconds of audio in one run (default 10; it says how long first)",
+        ),
+    ),
+)
 SHARED_OPTIONS = (
     (
         "--checkpoint_file",
@@ -331,33 +358,10 @@ SHARED_OPTIONS = (
             "0 (default) = one per thread when there is a minute of audio or more, else 1",
         ),
     ),
-    (
-        "--sigma",
-        dict(type=float, default=None, help="WaveGlow: std of the noise (default: the config's infer_sigma, 0.6)"),
-    ),
-    (
-        "--denoiser_strength",
-        dict(
-            type=float,
-            default=None,
-            help="WaveGlow: subtract this x its bias spectrum (default: the config's, 0 = off)",
-        ),
-    ),
-    (
-        "--seed",
-        dict(type=int, default=None, help="WaveGlow, WaveNet: seed of each file's noise (default: the config's seed)"),
-    ),
-    (
-        "--max_seconds",
-        dict(
-            type=float,
-            default=None,
-            help="WaveNet: generate at most this many seconds of audio in one run (default 10; it says how long first)",
-        ),
-    ),
+    *SAMPLING_OPTIONS,
     ("--debug", dict(action="store_true", help="show full tracebacks instead of one-line errors")),
 )
-SYNTHESIS_SETTINGS = ("sigma", "denoiser_strength", "seed", "max_seconds")  # passed to load_generator
+SYNTHESIS_SETTINGS = tuple(flag[2:] for flag, _ in SAMPLING_OPTIONS)  # passed to load_generator
 
 
 def _check_arguments(a) -> None:

@@ -731,6 +731,24 @@ def resume_point(state: dict | None) -> ResumePoint:
     return ResumePoint(state["steps"] + 1, state["epoch"], 0, state["epoch"])
 
 
+def resume(a, h, family: Family, models: dict, optimizers: dict, device, is_master: bool):
+    """(the newest checkpoint's entries or None, its `ResumePoint`, the schedulers resumed there);
+    without a checkpoint, a lone generator in the folder is the starting point."""
+    state = load_newest(a.checkpoint_path, family, {**models, **optimizers}, device, is_master)
+    if state is None:
+        init_from_lone_weights(a.checkpoint_path, family, models, device, is_master)
+    start = resume_point(state)
+    return state, start, family.build_schedulers(optimizers, h, start.schedule_epoch, start.steps)
+
+
+def warn_at_start(a, family: Family, objects: dict, schedules, epoch_steps: int) -> None:
+    """The master's start-up warnings: a disk too small for the kept checkpoints, epochs too
+    short for a per-epoch decay."""
+    check_disk_at_start(a.checkpoint_path, family, objects, a.keep_checkpoints)
+    if warning := short_epoch_warning(schedules, epoch_steps):
+        print(warning, flush=True)
+
+
 def train(local_rank: int, a, h, world_size: int, rank_offset: int = 0) -> None:
     """One training process (rank `rank_offset + local_rank` of `world_size`): the family's
     models, resume, then its step per batch; checkpoints, validation and logs on rank 0."""
@@ -746,21 +764,15 @@ def train(local_rank: int, a, h, world_size: int, rank_offset: int = 0) -> None:
         os.makedirs(a.checkpoint_path, exist_ok=True)
         print("checkpoints directory : ", a.checkpoint_path)
     optimizers = family.build_optimizers(models, h)
-    state = load_newest(a.checkpoint_path, family, {**models, **optimizers}, device, is_master)
-    if state is None:
-        init_from_lone_weights(a.checkpoint_path, family, models, device, is_master)
-    start = resume_point(state)
+    state, start, schedules = resume(a, h, family, models, optimizers, device, is_master)
     steps = start.steps
-    schedules = family.build_schedulers(optimizers, h, start.schedule_epoch, steps)
     ctx = step_context(models, family, device, world_size, a)
     sampler, train_loader, validation_loader = build_loaders(
         a, h, batch_size, world_size, rank, is_master, pin=device.type == "cuda"
     )
     sw, metric_names = open_logs(a, is_master)
     if is_master:
-        check_disk_at_start(a.checkpoint_path, family, {**models, **optimizers}, a.keep_checkpoints)
-        if warning := short_epoch_warning(schedules, len(train_loader)):
-            print(warning, flush=True)
+        warn_at_start(a, family, {**models, **optimizers}, schedules, len(train_loader))
     stop, nonfinite = StopRequest(), NonFiniteSteps()
     previous_handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     for model in models.values():

@@ -420,6 +420,19 @@ def test_ema_file_beside_the_pair_resumes_and_never_breaks_loading(tmp_path, cap
         )
         torch.testing.assert_close(loaded.conv_pre.weight, w, rtol=1e-5, atol=1e-7)
     assert not torch.equal(plain.conv_pre.weight, average.conv_pre.weight)
+    # inference.py --ema writes what the average vocodes
+    import soundfile as sf
+
+    import inference
+    from meldataset import to_pcm16
+    from synthesis import vocode, wav_to_mel
+
+    inference.main(["--checkpoint_file", str(cp / "g_00000004"), "--input_wavs_dir", data[0], "--ema",
+                    "--output_dir", str(tmp_path / "ema_out")])  # fmt: skip
+    written, _ = sf.read(tmp_path / "ema_out" / "clip0_generated.wav", dtype="int16")
+    h_ema = load_generator(str(cp / "g_00000004"), device="cpu", ema=True)[1]
+    expected = to_pcm16(vocode(average, h_ema, wav_to_mel(os.path.join(data[0], "clip0.wav"), h_ema)))
+    assert np.array_equal(written, expected)
     # A run without ema_decay resumes from the same folder and prunes the ema_ files with the pairs.
     capsys.readouterr()
     run_train(tmp_path, "--keep_checkpoints", "1", config=ema_config(tmp_path, "plain.json"), data=data, steps=6)

@@ -508,3 +508,24 @@ def test_wavenet_checkpoint_synthesizes_from_the_ema_weights(wavenet_run, tmp_pa
     assert e.value.code == 2 and note.startswith("note: WaveNet generates sample by sample: 0.0348 s of audio")
     assert error.startswith("error: WaveNet: 0.0348 s of audio is more than --max_seconds 0.01 (about "), error
     assert error.endswith("pass --max_seconds 1 to generate it anyway"), error
+
+
+def test_wavenet_checkpoint_through_inference_and_evaluate(wavenet_run, tmp_path, capsys):
+    """inference.py (wav -> mel -> WaveNet) and evaluate.py on the trained tiny checkpoint."""
+    import csv
+
+    import soundfile as sf
+
+    import evaluate
+    import inference
+
+    cp, (wavs, _, _), _ = wavenet_run
+    checkpoint = str(cp / "wavenet_00000007")
+    inference.main(["--checkpoint_file", checkpoint, "--input_wavs_dir", wavs, "--output_dir", str(tmp_path / "a"),
+                    "--batch_size", "2"])  # fmt: skip
+    assert sf.info(tmp_path / "a" / "clip0_generated.wav").frames == int(0.6 * 22050) // HOP * HOP
+    evaluate.main(["--reference_dir", wavs, "--checkpoint_file", checkpoint, "--metrics", "mel_l1",
+                   "--output_csv", str(tmp_path / "m.csv"), "--device", "cpu"])  # fmt: skip
+    with open(tmp_path / "m.csv") as f:
+        assert 0 < float(next(r for r in csv.DictReader(f) if r["file"] == "MEAN")["mel_l1"]) < 20
+    capsys.readouterr()
