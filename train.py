@@ -812,8 +812,7 @@ def train(local_rank: int, a, h, world_size: int, rank_offset: int = 0) -> None:
         first = 0
         if done:
             break
-        for scheduler in schedules.per_epoch:
-            scheduler.step()
+        step_epoch_schedulers(schedules)
         if is_master:
             print(f"Time taken for epoch {epoch + 1} is {int(time.time() - start_time)} sec\n")
     for sig, handler in previous_handlers.items():
@@ -824,6 +823,16 @@ def train(local_rank: int, a, h, world_size: int, rank_offset: int = 0) -> None:
         sw.close()
     if world_size > 1:
         dist.destroy_process_group()
+
+
+def step_epoch_schedulers(schedules) -> None:
+    """The per-epoch decay at an epoch's end. A run resumed exactly at the end of an epoch gets here
+    before its first optimizer step, and torch would warn that the schedule skips a value; the
+    decay is due (the saved step ended the epoch), so that one warning is left out."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+        for scheduler in schedules.per_epoch:
+            scheduler.step()
 
 
 def progress(loader, epoch: int, is_master: bool):
