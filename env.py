@@ -22,6 +22,6 @@ def build_env(config: str, config_name: str, path: str) -> None:
     target = os.path.join(path, config_name)
     if os.path.exists(target) and os.path.samefile(config, target):
         return
-    tmp = f"{target}.tmp"
+    tmp = f"{target}.{os.getpid()}.tmp"  # every torchrun rank copies it: one temp file each
     shutil.copyfile(config, tmp)
     os.replace(tmp, target)
