@@ -683,11 +683,8 @@ def _value_findings(v: np.ndarray, fmt: MelFormat, params: dict) -> list[Finding
     # a standardised ln mel can have a log10-like slope (1 / std of ln mels ~ 0.4): its offset and
     # statistics tell it apart, so it is judged before the named scales
     scale = None if standard else _named_scale(a_mag)
-    if scale not in (None, "ln"):
-        named = LOG_SCALES[scale]
-        level = (params["mean_values"] - named / fmt.power * params["mean_reference"]) / named
-        if abs(level) > LEVEL_IMPLAUSIBLE:
-            scale = None  # a log base with a gain of e^4 or more is a normalisation with a slope near it
+    if scale not in (None, "ln") and abs(_level(fmt, params, scale)) > LEVEL_IMPLAUSIBLE:
+        scale = None  # a log base with a gain of e^4 or more is a normalisation with a slope near it
     if not signal_norm and not standard and lo < 0 and max(-lo, hi) <= COQUI_MAX_NORM + 1e-4:
         c, signal_norm = COQUI_MAX_NORM, True  # within [-4, 4] without reaching a clip: max_norm 4 assumed
     if scale is None and signal_norm:
@@ -722,10 +719,20 @@ def _value_findings(v: np.ndarray, fmt: MelFormat, params: dict) -> list[Finding
                 f"{std:.4g}; undo it with ln mel = values * {std:.4g} + {mean:.4g}",
             )
         ]
-    # the level at the named scale (a smoothed TTS mel has a slope below it, and so an offset
-    # that is no level difference): mean values against the mean reference, in ln magnitude units
+    return _named_scale_findings(fmt, params, scale, mapping)
+
+
+def _level(fmt: MelFormat, params: dict, scale: str) -> float:
+    """The level at the named `scale` (a smoothed TTS mel has a slope below it, and so an offset
+    that is no level difference): mean values against the mean reference, in ln magnitude units."""
     named = LOG_SCALES[scale]
-    level = (params["mean_values"] - named / fmt.power * params["mean_reference"]) / named
+    return (params["mean_values"] - named / fmt.power * params["mean_reference"]) / named
+
+
+def _named_scale_findings(fmt: MelFormat, params: dict, scale: str, mapping: str) -> list[Finding]:
+    """`_value_findings` for values on a named log scale: the scale when it is not this
+    frontend's ln magnitude, a level offset, a floor below ln(1e-5); adds `level` to `params`."""
+    level = _level(fmt, params, scale)
     params["level"] = level
     found = []
     if scale != "ln" or fmt.power != 1:
