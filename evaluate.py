@@ -26,7 +26,7 @@ import numpy as np
 from meldataset import load_audio, write_pcm16
 from metrics import HIGHER_IS_BETTER, METRICS, available_metrics, compute_metrics, trim_pair
 from synthesis import check_workload, load_generator, vocode, wav_to_mel
-from synthesis_files import SAMPLING_OPTIONS, SYNTHESIS_SETTINGS
+from synthesis_files import SAMPLING_OPTIONS, SYNTHESIS_SETTINGS, estimate_frames
 from utils import DEFAULT_CONFIG, UserError, default_device, exit_with_user_error, load_config
 
 # available_metrics, compute_metrics: re-exported for train.py until it imports them from metrics
@@ -102,17 +102,6 @@ def write_csv(path: str, rows: list[dict], columns: list[str]) -> None:
         writer.writerow(["MEAN", f"{sum(r['seconds'] for r in rows):.3f}", *means])
 
 
-def reference_frames(path: str, h) -> int:
-    """Mel frames of a reference wav at the model's rate, from its header (0 if unreadable)."""
-    import soundfile as sf
-
-    try:
-        info = sf.info(path)
-    except RuntimeError:
-        return 0
-    return int(info.frames * h.sampling_rate / info.samplerate) // h.hop_size
-
-
 def checkpoint_jobs(
     checkpoint_file: str, config_file, reference_dir: str, device: str, output_dir=None, ema=False, settings=None
 ):
@@ -125,7 +114,7 @@ def checkpoint_jobs(
     names = sorted(n for n in os.listdir(reference_dir) if n.lower().endswith(".wav"))
     if not names:
         raise UserError(f"{reference_dir}: no .wav files; check --reference_dir")
-    check_workload(generator, h, (reference_frames(os.path.join(reference_dir, n), h) for n in names))
+    check_workload(generator, h, (estimate_frames(os.path.join(reference_dir, n), "wav", h) for n in names))
     if output_dir:
         os.makedirs(output_dir, exist_ok=True)
 

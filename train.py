@@ -358,10 +358,10 @@ def check_disk_at_start(cp_dir: str, family: Family, objects: dict, keep: int) -
     if keep <= 0:
         return
     need = int(tensor_bytes({k: o.state_dict() for k, o in objects.items()}) * DISK_MARGIN)
-    held = len(complete_checkpoints(cp_dir, family))
-    if free_bytes(cp_dir) + held * need < (keep + 1) * need:
+    held, free = len(complete_checkpoints(cp_dir, family)), free_bytes(cp_dir)
+    if free + held * need < (keep + 1) * need:
         print(
-            f"WARNING: {cp_dir}: {free_bytes(cp_dir) / 1e9:.2f} GB free; keeping {keep} checkpoints of "
+            f"WARNING: {cp_dir}: {free / 1e9:.2f} GB free; keeping {keep} checkpoints of "
             f"{need / 1e9:.2f} GB needs {(keep + 1 - held) * need / 1e9:.2f} GB more; lower --keep_checkpoints "
             "or free disk space",
             flush=True,

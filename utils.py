@@ -288,6 +288,20 @@ def load_checkpoint(filepath: str, device: torch.device | str = "cpu") -> dict:
     return obj
 
 
+def tensor_version(t: torch.Tensor) -> int | None:
+    """The in-place version counter of `t` (None for an inference tensor, which has none)."""
+    try:
+        return t._version
+    except RuntimeError:
+        return None
+
+
+def weights_key(module: torch.nn.Module) -> tuple:
+    """Changes whenever any parameter of `module` is updated in place, replaced (`load_state_dict`)
+    or moved (`.to()`): the key of a cache derived from the weights."""
+    return tuple((p.data_ptr(), tensor_version(p), p.device, p.dtype) for p in module.parameters())
+
+
 def list_checkpoints(cp_dir: str, prefix: str) -> list[str]:
     """`<cp_dir>/<prefix>XXXXXXXX` files (exactly 8 digits), oldest to newest."""
     pattern = os.path.join(glob.escape(cp_dir), prefix + "?" * CHECKPOINT_DIGITS)

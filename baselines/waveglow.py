@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import convert_state_dict, remove_weight_norm, weight_norm
-from utils import CheckpointError, ConfigError
+from utils import CheckpointError, ConfigError, tensor_version, weights_key
 
 # NVIDIA/waveglow config.json ("waveglow_config"); WaveGlow(h) reads h["waveglow_config"] with these
 # defaults, under NVIDIA's own key names so their config block can be pasted unchanged.
@@ -89,14 +89,6 @@ def _gate(x: torch.Tensor, cond: torch.Tensor, channels: int) -> torch.Tensor:
     return torch.tanh(x[:, :channels]) * torch.sigmoid(x[:, channels:])
 
 
-def _version(t: torch.Tensor) -> int | None:
-    """The in-place version counter of `t` (None for an inference tensor, which has none)."""
-    try:
-        return t._version
-    except RuntimeError:
-        return None
-
-
 def _fp32_region(device: torch.device):
     """Autocast off (fp32 maths) on `device`, for the log-det and the matrix inverse."""
     return torch.autocast(device_type=device.type, enabled=False)
@@ -138,7 +130,7 @@ class Invertible1x1Conv(nn.Module):
         """W^-1 as a (c, c, 1) conv weight in `dtype` (default: the weight's), computed in fp32
         once per weight version (in-place updates, `load_state_dict`, `.to()` invalidate it)."""
         w = self.conv.weight
-        key = (w.data_ptr(), _version(w), w.device, tuple(w.shape))
+        key = (w.data_ptr(), tensor_version(w), w.device, tuple(w.shape))
         if self._inverse_cache is None or self._inverse_cache[0] != key:
             with torch.no_grad(), _fp32_region(w.device):
                 inv = torch.linalg.inv(w[:, :, 0].float())[:, :, None]
@@ -353,7 +345,7 @@ class WaveGlow(nn.Module):
 
     def denoiser(self) -> "Denoiser":
         """The `Denoiser` of the current weights, built once per weight version (not a submodule)."""
-        key = tuple((p.data_ptr(), _version(p), p.device, p.dtype) for p in self.parameters())
+        key = weights_key(self)
         cached = self.__dict__.get("_denoiser")
         if cached is None or cached[0] != key:
             self.__dict__["_denoiser"] = (key, Denoiser(self))

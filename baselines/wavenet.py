@@ -48,7 +48,7 @@ from torch import nn
 
 from meldataset import LOG_CLIP
 from models import remove_weight_norm, weight_norm
-from utils import ConfigError, UserError
+from utils import ConfigError, UserError, weights_key
 
 # r9y9/wavenet_vocoder@2092a64 presets/ljspeech_mixture.json, under its own key names so that block
 # can be pasted into "wavenet_config" unchanged. `WaveNet(h)` reads h["wavenet_config"] over these.
@@ -608,7 +608,7 @@ class WaveNetVocoder(nn.Module):
 
     def engine(self) -> "WaveNetEngine":
         """The engine of the current weights (rebuilt after any in-place update or `.to()`)."""
-        key = tuple((p.data_ptr(), p._version, p.device, p.dtype) for p in self.wavenet.parameters())
+        key = weights_key(self.wavenet)
         if self._engine is None or self._engine[0] != key:
             self._engine = (key, prepare_incremental(self.wavenet))
         return self._engine[1]

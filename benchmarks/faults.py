@@ -20,6 +20,7 @@ mismatches (final weights or any logged loss differing from the reference: must 
 import argparse
 import json
 import os
+import pathlib
 import random
 import re
 import signal
@@ -201,8 +202,6 @@ def main(argv=None) -> None:
     p.add_argument("--work", default=None, help="working folder (default: a new temporary one)")
     a = p.parse_args(argv)
     work = a.work or tempfile.mkdtemp(prefix="faults_")
-    import pathlib
-
     make_training_data(pathlib.Path(work) / "data", n=4 * a.processes)
     write_tiny_config(pathlib.Path(work), batch_size=2 * a.processes)
     print(f"work folder {work}; config {json.dumps({'processes': a.processes, 'steps': a.steps})}", flush=True)
