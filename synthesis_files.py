@@ -3,7 +3,7 @@ copy-synthesis) and inference_e2e.py (`.npy` mels from a TTS model) once they pa
 
 - `vocode_files(generator, h, paths, output_dir)` vocodes a list of audio or `.npy` mel files into
   `<output_dir>/<name><suffix>.wav`: sorted by length, batched, long inputs in chunks, optionally
-  in several CPU processes; one error line per bad file, the others still written.
+  in several CPU worker threads; one error line per bad file, the others still written.
 - `SHARED_OPTIONS`: the options both scripts add to their parser; `run(a, kind)`: what they do with
   the parsed options (`kind` "wav" or "mel").
 
@@ -16,7 +16,6 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 import torch
@@ -25,7 +24,6 @@ from meldataset import load_mel, notice, write_pcm16
 from melformats import load_mel_as
 from synthesis import (
     DEFAULT_CHUNK_FRAMES,
-    build_generator,
     check_workload,
     load_generator,
     samples_noise,
@@ -34,8 +32,8 @@ from synthesis import (
 )
 from utils import UserError, default_device, exit_with_user_error
 
-# --workers auto: below this much audio, starting worker processes (1-3 s each) costs more than
-# it saves
+# --workers auto: below this much audio, worker threads measured no faster than one worker using
+# all threads (4 files of 2 s, V1 and V2: equal within noise)
 AUTO_WORKERS_MIN_SECONDS = 60.0
 
 
@@ -140,9 +138,8 @@ def vocode_files(
     Files are sorted by length (longest first; `lengths` {path: frames} when the caller already
     has them, else `estimate_frames`) and vocoded `batch_size` at a time (padding masked in the
     generator); inputs longer than `chunk_frames` are vocoded alone in chunks. `workers` > 1 (CPU
-    only; ignored on other devices and with `debug`) spreads the batches over that many spawned
-    processes with `torch.get_num_threads() // workers` threads each (call it under
-    `if __name__ == "__main__":`). A file that fails is reported through `on_error` in one line
+    only; ignored on other devices and with `debug`) spreads the batches over that many worker
+    threads with `torch.get_num_threads() // workers` intra-op threads each. A file that fails is reported through `on_error` in one line
     and the others are still written (with `debug`, the exception propagates). `mel_format`: the
     format of `.npy` mels (see `load_input`).
     Returns {"files", "failed", "seconds", "wall"}.
@@ -200,26 +197,14 @@ def vocode_files(
     }
 
 
-# NOTE: per-process state of a `--workers` pool process, set once by its initializer (the
-# generator is too large to send with every task).
-_WORKER_STATE: dict = {}
-
-
-def _worker_init(state_dict: dict, h, threads: int) -> None:
-    torch.set_num_threads(threads)
-    generator = build_generator(h)
-    generator.remove_weight_norm()
-    generator.load_state_dict(state_dict)
-    _WORKER_STATE.update(generator=generator.eval(), h=h)
-
-
-def _worker_task(job: tuple) -> tuple[dict, list[str], list[str]]:
-    """One batch of `vocode_files` in a pool process -> (its result, notices, error lines)."""
+def _worker_task(generator, h, job: tuple, threads: int) -> tuple[dict, list[str], list[str]]:
+    """One batch of `vocode_files` in a worker thread -> (its result, notices, error lines)."""
     group, output_dir, kind, suffix, chunk_frames, lengths, mel_format = job
+    torch.set_num_threads(threads)
     notices, errors = [], []
     result = vocode_files(
-        _WORKER_STATE["generator"],
-        _WORKER_STATE["h"],
+        generator,
+        h,
         group,
         output_dir,
         kind,
@@ -235,38 +220,40 @@ def _worker_task(job: tuple) -> tuple[dict, list[str], list[str]]:
 
 
 def _in_workers(generator, h, jobs: list[tuple], workers: int, totals: dict, on_notice, on_error, bar) -> None:
-    """`vocode_files`' batches (`jobs`) in `workers` spawned processes; their notices and error
-    lines are passed on and their counts added to `totals`, batch by batch in order."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    """`vocode_files`' batches (`jobs`) in `workers` threads sharing the generator, with
+    `torch.get_num_threads() // workers` intra-op threads each (torch's count is per process:
+    it is set for the run and restored after); their notices and error lines are passed on and
+    their counts added to `totals`, batch by batch in order.
 
-    threads = max(1, torch.get_num_threads() // workers)
-    state = {k: v.detach().cpu() for k, v in generator.state_dict().items()}
-    context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(workers, context, initializer=_worker_init, initargs=(state, h, threads))
+    NOTE: threads, not processes: torch's kernels release the GIL, so two single-threaded
+    workers use two cores (measured as fast as two processes) without each process's start,
+    imports and copy of the weights (1-3 s per worker); while one thread reads or writes a file,
+    the other computes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    previous = torch.get_num_threads()
+    threads = max(1, previous // workers)
+    torch.set_num_threads(threads)
     try:
-        for job, (result, notices, errors) in zip(jobs, pool.map(_worker_task, jobs)):
-            for msg in notices:
-                on_notice(msg)
-            for msg in errors:
-                on_error(msg)
-            totals["files"] += result["files"]
-            totals["failed"] += result["failed"]
-            totals["samples"] += round(result["seconds"] * h.sampling_rate)
-            if bar is not None:
-                bar.update(len(job[0]))
-    except BrokenProcessPool:
-        raise UserError(
-            f"the {workers} worker processes died (out of memory, or vocode_files(workers > 1) called from a "
-            "script without an `if __name__ == '__main__':` guard); use --workers 1"
-        ) from None
+        with ThreadPoolExecutor(workers, thread_name_prefix="vocode") as pool:
+            results = pool.map(lambda job: _worker_task(generator, h, job, threads), jobs)
+            for job, (result, notices, errors) in zip(jobs, results):
+                for msg in notices:
+                    on_notice(msg)
+                for msg in errors:
+                    on_error(msg)
+                totals["files"] += result["files"]
+                totals["failed"] += result["failed"]
+                totals["samples"] += round(result["seconds"] * h.sampling_rate)
+                if bar is not None:
+                    bar.update(len(job[0]))
     finally:
-        pool.shutdown(cancel_futures=True)
+        torch.set_num_threads(previous)
 
 
 def auto_workers(paths: list[str], kind: str, h, batch_size: int, device: str, lengths: dict | None = None) -> int:
-    """`--workers 0`: on CPU, one single-threaded process per torch thread (measured faster than
-    one process using all threads, see README "Benchmarks") when there are several batches and
+    """`--workers 0`: on CPU, one worker thread with one torch thread per torch thread (measured
+    faster than one worker using all threads, see README "Benchmarks") when there are several batches and
     at least `AUTO_WORKERS_MIN_SECONDS` of audio; otherwise 1. `lengths` as in `vocode_files`."""
     if not str(device).startswith("cpu"):
         return 1
@@ -354,7 +341,7 @@ SHARED_OPTIONS = (
         dict(
             type=int,
             default=0,
-            help="CPU only: vocode batches in this many processes, each with num_threads / workers threads; "
+            help="CPU only: vocode batches in this many worker threads, each with num_threads / workers torch threads; "
             "0 (default) = one per thread when there is a minute of audio or more, else 1",
         ),
     ),
@@ -396,7 +383,7 @@ def run(a, kind: str) -> None:
         workers = 1 if samples_noise(h) else a.workers or auto_workers(paths, kind, h, a.batch_size, device, lengths)
         if workers > 1:
             threads = max(1, torch.get_num_threads() // workers)
-            notice(f"{workers} worker processes with {threads} thread{'s' if threads > 1 else ''} each (--workers)")
+            notice(f"{workers} worker threads with {threads} torch thread{'s' if threads > 1 else ''} each (--workers)")
         result = vocode_files(
             generator,
             h,

@@ -4,6 +4,7 @@ errors for the usual mistakes (do_ file, another config, missing config.json, wr
 
 import json
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -426,9 +427,18 @@ def test_missing_input_folder(tiny, tmp_path, capsys):
     assert e.value.code == 2 and "input folder not found; pass --input_wavs_dir" in err
 
 
-def test_workers_write_the_same_files(tiny, tmp_path, capsys):
-    """--workers 2: batches run in two processes; same outputs, errors still reported."""
+def test_workers_write_the_same_files(tiny, tmp_path, capsys, monkeypatch):
+    """--workers 2: batches run in two worker threads with 1 torch thread each (the process's
+    thread count restored after); same outputs, errors still reported."""
     path, _, _ = tiny
+    seen = []  # (thread name, torch threads) of every vocode_batch call
+
+    def recording_vocode_batch(*args, **kwargs):
+        seen.append((threading.current_thread().name, torch.get_num_threads()))
+        return vocode_batch(*args, **kwargs)
+
+    monkeypatch.setattr(synthesis_files, "vocode_batch", recording_vocode_batch)
+    threads_before = torch.get_num_threads()
     mels = tmp_path / "mels"
     mels.mkdir()
     for i, frames in enumerate((9, 25, 17, 40)):
@@ -441,6 +451,12 @@ def test_workers_write_the_same_files(tiny, tmp_path, capsys):
         code, err = _run_e2e([*argv, "--batch_size", "2", "--workers", str(workers)], capsys)
         assert code == 1 and len(_error_lines(err)) == 1 and "bad.npy: mel of shape (80, 3, 2)" in err
         outs[workers] = {n: sf.read(out / n, dtype="int16")[0] for n in sorted(os.listdir(out))}
+        assert torch.get_num_threads() == threads_before
+        in_workers = [name.startswith("vocode") for name, _ in seen]
+        assert all(in_workers) if workers == 2 else not any(in_workers), seen
+        if workers == 2:
+            assert {n for _, n in seen} == {max(1, threads_before // 2)}
+        seen.clear()
     assert list(outs[2]) == [f"m{i}_generated_e2e.wav" for i in range(4)]
     for n in outs[1]:
         np.testing.assert_array_equal(outs[1][n], outs[2][n])
