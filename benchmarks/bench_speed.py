@@ -2,15 +2,20 @@
 
     python benchmarks/bench_speed.py infer --threads 2 --seconds 10 --orig /path/to/hifi-gan
     python benchmarks/bench_speed.py train --versions v1 v3 --batch 16 --steps 3 --orig /path/to/hifi-gan
+    python benchmarks/bench_speed.py train --versions v3 --batch 16 --steps 3 --split
     python benchmarks/bench_speed.py loader --workers 0 1 2 --step_seconds 20
 
 `infer`: generator synthesis (batch 1 by default, eval mode, weight norm removed, inference mode)
 of a mel computed from `--seconds` of synthetic speech-like audio; ours (the default path, which is
 the fast path on CPU), ours with the fast path switched off (`--no_reference` skips it), and the
 authors' (`--orig`). `train`: one full training step (generator forward, mel, discriminator step,
-generator step; fp32) on a fixed batch. `loader`: `MelDataset` + DataLoader items/s against what a
-training step consumes. Implementations alternate call by call, after `--warmup` untimed calls
-each, so machine load hits all of them alike; medians are printed with min-max and IQR.
+generator step; fp32) on a fixed batch; with `--split`, also our step's parts timed one by one
+(`SPLIT_PARTS`: G forward, mel, D forward, D backward, the generator step's D forward and
+backward, the optimizer steps) with the FLOPs torch's `FlopCounterMode` counts in each and their
+fractions of the machine's conv and matmul peaks (`common.measure_peaks`, same run; ours only).
+`loader`: `MelDataset` + DataLoader items/s against what a training step consumes.
+Implementations alternate call by call, after `--warmup` untimed calls each, so machine load hits
+all of them alike; medians are printed with min-max and IQR.
 
 `--orig` takes a jik876/hifi-gan checkout (never part of this repository) with two numerically
 neutral edits for current librosa/torch: keyword arguments to `librosa.filters.mel`, and
@@ -18,22 +23,29 @@ neutral edits for current librosa/torch: keyword arguments to `librosa.filters.m
 """
 
 import argparse
+import statistics
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from common import (
     cuda_peak_mb,
     load_authors_code,
+    measure_peaks,
     peak_memory_mb,
     repo_config,
     reset_peak_memory,
     set_threads,
     stats,
+    three_digits,
     timed,
     timed_cpu,
 )
+from torch.utils.flop_counter import FlopCounterMode
 
 # the repository's modules: `common` put its root on sys.path
 import engine
@@ -41,6 +53,30 @@ from meldataset import MelDataset, make_demo_dataset, mel_from_config, read_file
 from models import Generator
 
 WEIGHT_G_SCALE = 1.5  # as the shared fixtures: non-trivial activations from a seeded init
+
+# train --split: the parts of our training step (training.gan_step), in the order it runs them.
+SPLIT_PARTS = {
+    "G forward": "the generator on the mel",
+    "mel of G output": "mel_from_config of the generated audio (fmax_for_loss, fp32)",
+    "D step: D forward": "MPD and MSD on real and detached generated audio, the D loss",
+    "D step: D backward": "the D loss's backward (MPD and MSD weight gradients)",
+    "G step: D forward + G backward": (
+        "MPD and MSD on real and generated audio, weights frozen, the G losses (adversarial, feature "
+        "matching, mel L1); their backward through the discriminators, the mel and the generator"
+    ),
+    "optimizer steps": "D and G: the gradient-norm check of training.optimizer_step, AdamW, zero_grad",
+}
+# the pieces split_pieces times, each counted in one part
+SPLIT_PIECES = {
+    "G forward": "G forward",
+    "mel": "mel of G output",
+    "D forward": "D step: D forward",
+    "D backward": "D step: D backward",
+    "D update": "optimizer steps",
+    "G step D forward": "G step: D forward + G backward",
+    "G backward": "G step: D forward + G backward",
+    "G update": "optimizer steps",
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,8 +207,8 @@ def training_batch(h, batch: int, segment: int, seed: int):
     return mel_from_config(y, h), y.unsqueeze(1), mel_from_config(y, h, fmax_for_loss=True)
 
 
-def our_trainer(h, sd, device):
-    """Our models and train.py's step (training.GAN, imported: fp32, no AMP, no DDP)."""
+def our_models(h, sd, device) -> tuple[dict, dict]:
+    """Our models (generator loaded from `sd`, training mode) and optimizers, as train.py builds them."""
     import training
 
     torch.manual_seed(0)
@@ -180,7 +216,14 @@ def our_trainer(h, sd, device):
     models["generator"].load_state_dict(sd)
     for m in models.values():
         m.train()
-    optimizers = training.GAN.build_optimizers(models, h)
+    return models, training.GAN.build_optimizers(models, h)
+
+
+def our_trainer(h, sd, device):
+    """Our models and train.py's step (training.GAN, imported: fp32, no AMP, no DDP)."""
+    import training
+
+    models, optimizers = our_models(h, sd, device)
     scaler = torch.amp.GradScaler(device.type, enabled=False)
     ctx = training.StepContext(device, None, scaler, models, models)
 
@@ -232,12 +275,117 @@ def authors_trainer(theirs, h, sd, device):
     return step, (g, mpd, msd)
 
 
+def split_pieces(models: dict, optimizers: dict, h, x, y, y_mel) -> dict[str, Callable[[], None]]:
+    """Our training step (training.gan_step: fp32, no AMP, no DDP) cut into the `SPLIT_PIECES`, in
+    its order; run one after the other they are one step on (x, y (B, 1, T), y_mel)."""
+    import training
+
+    r = training.recipe(h)
+    d_loss, g_loss = training.ADVERSARIAL_LOSSES[r["adversarial_loss"]]
+    fm_loss = {"mpd": training.hifigan_feature_loss, "msd": training.MSD_VARIANTS[r["msd_variant"]][1]}
+    present = [k for k in training.DISCRIMINATORS if k in models]
+    state = {}
+
+    def g_forward():
+        state["y_g_hat"] = models["generator"](x)
+
+    def mel():
+        state["y_g_hat_mel"] = mel_from_config(state["y_g_hat"].squeeze(1), h, fmax_for_loss=True)
+
+    def d_forward():
+        losses = [d_loss(*models[k](y, state["y_g_hat"].detach())[:2])[0] for k in present]
+        state["loss_d"] = sum(reversed(losses))  # MSD + MPD, the authors' sum
+
+    def g_step_d_forward():
+        mel_error = F.l1_loss(y_mel, state["y_g_hat_mel"])
+        with training.frozen(*(models[k] for k in present)):
+            out = {k: models[k](y, state["y_g_hat"]) for k in present}  # (_, fake scores, fmaps r, g)
+            gen = [g_loss(out[k][1])[0] for k in reversed(present)]
+            fm = [fm_loss[k](out[k][2], out[k][3]) * r["lambda_fm"] for k in reversed(present)]
+        state["loss_g"] = sum(gen + fm) + (mel_error * r["lambda_mel"] if r["lambda_mel"] else 0)
+
+    def update(optimizer, names: list[str], which: str) -> Callable[[], None]:
+        def step():
+            params = [p for k in names for p in models[k].parameters() if p.grad is not None]
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params], foreach=True)
+            if bool(torch.isfinite(norm)):
+                if training.grad_clip(h, which) is not None:
+                    torch.nn.utils.clip_grads_with_norm_(params, training.grad_clip(h, which), norm, foreach=True)
+                optimizer.step()
+                if which == "generator" and "generator_ema" in models:
+                    training.ema_update(models["generator_ema"], models["generator"], h.ema_decay)
+            optimizer.zero_grad(set_to_none=True)  # where gan_step zeroes it, before the next backward
+
+        return step
+
+    return {
+        "G forward": g_forward,
+        "mel": mel,
+        "D forward": d_forward,
+        "D backward": lambda: state["loss_d"].backward(),
+        "D update": update(optimizers["optim_d"], list(reversed(present)), "discriminator"),
+        "G step D forward": g_step_d_forward,
+        "G backward": lambda: state["loss_g"].backward(),
+        "G update": update(optimizers["optim_g"], ["generator"], "generator"),
+    }
+
+
+def run_pieces(pieces: dict, device: torch.device, count: bool = False) -> dict[str, float]:
+    """One step, piece by piece: {piece: wall seconds}, or with `count` {piece: FLOPs counted by
+    FlopCounterMode (matmuls and convolutions, forward and backward)}."""
+    out = {}
+    for name, fn in pieces.items():
+        if count:
+            with FlopCounterMode(display=False) as counter:
+                fn()
+            out[name] = float(counter.get_total_flops())
+        else:
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            out[name] = time.perf_counter() - start
+    return out
+
+
+def bench_split(a, label: str, h, sd, batch: tuple, device: torch.device, peaks: dict) -> tuple[list, float, float]:
+    """Our step's parts on `batch` (x, y, y_mel): one untimed step counting FLOPs, `--warmup`
+    untimed steps, then `--steps` timed ones. Returns (table rows, median seconds of the generator
+    step's D forward alone, sum of the parts' medians)."""
+    models, optimizers = our_models(h, sd, device)
+    pieces = split_pieces(models, optimizers, h, *batch)
+    flops = run_pieces(pieces, device, count=True)
+    for _ in range(a.warmup):
+        run_pieces(pieces, device)
+    steps = [run_pieces(pieces, device) for _ in range(a.steps)]
+    per_part = [{p: sum(t[k] for k, q in SPLIT_PIECES.items() if q == p) for p in SPLIT_PARTS} for t in steps]
+    medians = {p: statistics.median(t[p] for t in per_part) for p in SPLIT_PARTS}
+    counted = {p: sum(flops[k] for k, q in SPLIT_PIECES.items() if q == p) for p in SPLIT_PARTS}
+    total = sum(medians.values())
+    rows = []
+    for part, name in [(p, p) for p in SPLIT_PARTS] + [(None, "step (sum of parts)")]:
+        seconds, n = (medians[part], counted[part]) if part else (total, sum(counted.values()))
+        rate = n / seconds / 1e9
+        rows.append(
+            [
+                f"{label} {name}",
+                f"{seconds:.3f}",
+                f"{100 * seconds / total:.1f}%",
+                three_digits(n / 1e9),
+                three_digits(rate) if n else "-",
+                f"{100 * rate / peaks['conv']:.1f}%" if n else "-",
+                f"{100 * rate / peaks['matmul']:.1f}%" if n else "-",
+            ]
+        )
+    return rows, statistics.median(t["G step D forward"] for t in steps), total
+
+
 def bench_train(a, theirs, device: torch.device) -> None:
     print(
         f"training step: batch {a.batch}, segment {a.segment}, {device}, threads {torch.get_num_threads()}, fp32; "
         f"{a.warmup} warm-up + {a.steps} timed steps each, alternating"
     )
-    rows = []
+    rows, split_rows, split_notes = [], [], []
+    roof = measure_peaks(a.threads, a.repeats, device) if a.split else None  # the --split peaks
     for version in a.versions:
         h = repo_config(version)
         sd = seeded_state_dict(h, a.seed)
@@ -272,10 +420,33 @@ def bench_train(a, theirs, device: torch.device) -> None:
                     " ".join(f"{v:.4f}" for v in losses[name]),
                 ]
             )
+        if a.split:
+            part_rows, d_forward, total = bench_split(a, f"{version.upper()} ours", h, sd, (x, y, y_mel), device, roof)
+            split_rows += part_rows
+            split_notes.append(
+                f"{version.upper()} ours: sum of parts {total:.3f} s vs s/step {stats(times['ours'])['median']:.3f}; "
+                f"of the G step part, D forward {d_forward:.3f} s"
+            )
     mem = "peak GPU MB" if device.type == "cuda" else "peak RSS MB"
     header = ["model", "s/step", "min-max", "samples/s", mem, "vs authors'", "CPU s", "vs (CPU)", "G loss per step"]
     print_table(header, rows)
     print("(same initial weights and batch: the G losses of the two implementations should agree step by step)")
+    if a.split:
+        print_split(split_rows, split_notes, roof, a)
+
+
+def print_split(rows: list, notes: list[str], peaks: dict, a) -> None:
+    """The --split table of our step's parts, with the peaks and what each part holds."""
+    print(
+        f"\nour training step, part by part (ours only; {a.warmup} warm-up + {a.steps} timed steps after one step "
+        f"counting FLOPs); peaks: conv {peaks['conv']:.1f} GFLOP/s, matmul {peaks['matmul']:.1f} GFLOP/s"
+    )
+    header = ["part", "median s", "share", "GFLOP", "GFLOP/s", "of conv peak", "of matmul peak"]
+    print_table(header, rows)
+    print("\n".join(notes))
+    for part, what in SPLIT_PARTS.items():
+        print(f"  {part}: {what}")
+    print("(GFLOP: FlopCounterMode's count, matmuls and convolutions only; optimizer steps count none)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,6 +520,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no_reference", action="store_true", help="infer: skip our path with the fast path off")
     parser.add_argument("--steps", type=int, default=3, help="train: timed steps per implementation")
     parser.add_argument("--segment", type=int, default=8192, help="train: audio samples per item")
+    parser.add_argument(
+        "--split", action="store_true", help="train: also time our step's parts (SPLIT_PARTS) with their FLOPs"
+    )
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="loader: num_workers values to try")
     parser.add_argument("--clips", type=int, default=32, help="loader: synthetic clips in the dataset")
     parser.add_argument("--batches", type=int, default=8, help="loader: batches per measurement")

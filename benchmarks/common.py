@@ -1,14 +1,18 @@
 """Shared helpers of the benchmark scripts: the repository on `sys.path`, thread settings,
-timing statistics, peak memory, and the authors' code (jik876/hifi-gan, a local checkout passed
+timing statistics, peak memory, the machine's conv and matmul peaks (`measure_peaks`), markdown
+tables, and the authors' code (jik876/hifi-gan, a local checkout passed
 with `--orig PATH`) imported next to ours for side-by-side runs in one process.
 
-Nothing here is a benchmark by itself; see `bench_speed.py`.
+Nothing here is a benchmark by itself; see `bench_speed.py` and `bench_roofline.py`.
 """
 
 import importlib
+import math
 import os
+import platform
 import resource
 import statistics
+import subprocess
 import sys
 import time
 import types
@@ -23,6 +27,13 @@ from utils import load_config  # noqa: E402
 
 # Module names that exist in both code bases (the authors' import each other by these names).
 _SHARED_NAMES = ("models", "utils", "env", "meldataset")
+
+# The peak shapes (measure_peaks): a large Conv1d of the generator's widest kind and a large
+# square matmul; `smoke` shapes only check that the code runs.
+PEAK_CONV = dict(channels=512, kernel=7, steps=8192)
+PEAK_MATMUL = 2048
+SMOKE_PEAK_CONV = dict(channels=64, kernel=7, steps=1024)
+SMOKE_PEAK_MATMUL = 256
 
 
 def repo_config(version: str):
@@ -111,3 +122,71 @@ def load_authors_code(path: str) -> types.SimpleNamespace:
             sys.modules.pop(name, None)
         sys.modules.update(saved)
     return theirs
+
+
+def cpu_model() -> str:
+    """The CPU's name: `lscpu`'s "Model name", else `platform.processor()`, else "unknown CPU"."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    for line in out.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "Model name" and value.strip():
+            return " ".join(value.split())
+    return platform.processor() or "unknown CPU"
+
+
+def _median_seconds(fn, repeats: int, device: torch.device) -> float:
+    """Median wall seconds of `repeats` calls of `fn()` after one untimed call (CUDA synced)."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    fn()
+    sync()
+    times = []
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def measure_peaks(threads: int, repeats: int, device: torch.device | str = "cpu", smoke: bool = False) -> dict:
+    """GFLOP/s of two compute-bound fp32 kernels on `device` at `threads` intra-op threads, the
+    reference points of a roofline: "conv", `F.conv1d` of batch 1, 512 channels in and out, kernel 7,
+    8192 steps (2 * 512 * 512 * 7 * 8192 FLOPs); "matmul", `torch.mm` of two 2048 x 2048 matrices
+    (2 * 2048^3 FLOPs). Medians of `repeats` calls after one warm-up; `smoke`: tiny shapes."""
+    set_threads(threads)
+    device = torch.device(device)
+    conv, n = (SMOKE_PEAK_CONV, SMOKE_PEAK_MATMUL) if smoke else (PEAK_CONV, PEAK_MATMUL)
+    c, k, t = conv["channels"], conv["kernel"], conv["steps"]
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, c, t, generator=gen).to(device)  # (B, C, T)
+    w = torch.randn(c, c, k, generator=gen).mul_(k**-0.5 / c**0.5).to(device)
+    a, b = (torch.randn(n, n, generator=gen).to(device) for _ in range(2))
+    with torch.inference_mode():
+        conv_s = _median_seconds(lambda: torch.nn.functional.conv1d(x, w, padding=k // 2), repeats, device)
+        mm_s = _median_seconds(lambda: torch.mm(a, b), repeats, device)
+    return {"conv": 2 * c * c * k * t / conv_s / 1e9, "matmul": 2 * n**3 / mm_s / 1e9}
+
+
+def three_digits(x: float) -> str:
+    """`x` to three significant digits, without an exponent (0.00123, 12.3, 1234)."""
+    if x == 0 or not math.isfinite(x):
+        return f"{x:g}"
+    return f"{x:.{max(0, 2 - math.floor(math.log10(abs(x))))}f}"
+
+
+def markdown_table(header: list, rows: list[list], left: int = 1) -> str:
+    """A markdown table, columns padded to a common width (the first `left` left-aligned, the others
+    right-aligned)."""
+    cells = [[str(c) for c in r] for r in [header] + rows]
+    widths = [max(3, *(len(r[i]) for r in cells)) for i in range(len(header))]
+
+    def line(r: list[str]) -> str:
+        return (
+            "| " + " | ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) + " |"
+        )
+
+    rule = "| " + " | ".join("-" * w for w in widths) + " |"
+    return "\n".join([line(cells[0]), rule] + [line(r) for r in cells[1:]])
