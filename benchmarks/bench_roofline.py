@@ -287,7 +287,11 @@ def main(argv: list[str] | None = None) -> None:
     threads = set_threads(a.threads)
     peaks = measure_peaks(a.threads, a.repeats, smoke=a.smoke)
     print(f"CPU: {cpu_model()}; torch {torch.__version__}; {threads} thread{'s' * (threads != 1)}; fp32, batch 1")
-    shape = "smoke shapes" if a.smoke else "conv1d 512->512 ch, k 7, T 8192; mm 2048 x 2048"
+    shape = (
+        "smoke shapes"
+        if a.smoke
+        else "conv1d 512->512 ch, k 7, T 8192, the faster of F.conv1d and the engine's; mm 2048 x 2048"
+    )
     print(f"peaks ({shape}): conv {peaks['conv']:.1f} GFLOP/s, matmul {peaks['matmul']:.1f} GFLOP/s")
     print(f"{a.seconds:g} s of audio; median of {a.repeats} call{'s' * (a.repeats != 1)} per stage after 1 warm-up")
     rows, notes = [], []

@@ -23,6 +23,7 @@ neutral edits for current librosa/torch: keyword arguments to `librosa.filters.m
 """
 
 import argparse
+import math
 import statistics
 import sys
 import tempfile
@@ -330,13 +331,41 @@ def split_pieces(models: dict, optimizers: dict, h, x, y, y_mel) -> dict[str, Ca
     }
 
 
+def conv_backward_flops(
+    grad_out_shape,
+    x_shape,
+    w_shape,
+    bias,
+    stride,
+    padding,
+    dilation,
+    transposed,
+    output_padding,
+    groups,
+    output_mask,
+    **kwargs,
+) -> int:
+    """FLOPs of aten.convolution_backward: each gradient asked for (input, weight) costs what the
+    forward convolution does, 2 * (output elements) * (C_in / groups) * prod(kernel), for plain and
+    grouped convolutions alike.
+
+    NOTE: torch 2.13's own formula counts a grouped convolution's weight gradient as if it were
+    dense (groups times too many: a groups-16 conv's backward counted 17x its forward), which
+    would inflate the discriminators' backward (MSD: groups 4 and 16)."""
+    out_shape = x_shape if transposed else grad_out_shape  # the larger side of a transposed conv
+    forward = 2 * math.prod(out_shape) * math.prod(w_shape[1:])
+    return forward * (int(output_mask[0]) + int(output_mask[1]))
+
+
 def run_pieces(pieces: dict, device: torch.device, count: bool = False) -> dict[str, float]:
     """One step, piece by piece: {piece: wall seconds}, or with `count` {piece: FLOPs counted by
     FlopCounterMode (matmuls and convolutions, forward and backward)}."""
     out = {}
     for name, fn in pieces.items():
         if count:
-            with FlopCounterMode(display=False) as counter:
+            with FlopCounterMode(
+                display=False, custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flops}
+            ) as counter:
                 fn()
             out[name] = float(counter.get_total_flops())
         else:
@@ -446,7 +475,10 @@ def print_split(rows: list, notes: list[str], peaks: dict, a) -> None:
     print("\n".join(notes))
     for part, what in SPLIT_PARTS.items():
         print(f"  {part}: {what}")
-    print("(GFLOP: FlopCounterMode's count, matmuls and convolutions only; optimizer steps count none)")
+    print(
+        "(GFLOP: FlopCounterMode's count, matmuls and convolutions only, grouped convolutions' backward "
+        "corrected (conv_backward_flops); optimizer steps count none)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------

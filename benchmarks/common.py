@@ -23,6 +23,7 @@ if REPO not in sys.path:
 
 import torch  # noqa: E402
 
+import engine  # noqa: E402
 from utils import load_config  # noqa: E402
 
 # Module names that exist in both code bases (the authors' import each other by these names).
@@ -153,9 +154,12 @@ def _median_seconds(fn, repeats: int, device: torch.device) -> float:
 
 def measure_peaks(threads: int, repeats: int, device: torch.device | str = "cpu", smoke: bool = False) -> dict:
     """GFLOP/s of two compute-bound fp32 kernels on `device` at `threads` intra-op threads, the
-    reference points of a roofline: "conv", `F.conv1d` of batch 1, 512 channels in and out, kernel 7,
-    8192 steps (2 * 512 * 512 * 7 * 8192 FLOPs); "matmul", `torch.mm` of two 2048 x 2048 matrices
-    (2 * 2048^3 FLOPs). Medians of `repeats` calls after one warm-up; `smoke`: tiny shapes."""
+    reference points of a roofline: "conv", a Conv1d of batch 1, 512 channels in and out, kernel 7,
+    8192 steps (2 * 512 * 512 * 7 * 8192 FLOPs), the faster of `F.conv1d` and the CPU engine's
+    convolution (oneDNN, weights prepacked, channels-last: `engine._FastConv`, faster here); "matmul",
+    `torch.mm` of two 2048 x 2048 matrices (2 * 2048^3 FLOPs). Medians of `repeats` calls after one
+    warm-up; `smoke`: tiny shapes."""
+
     set_threads(threads)
     device = torch.device(device)
     conv, n = (SMOKE_PEAK_CONV, SMOKE_PEAK_MATMUL) if smoke else (PEAK_CONV, PEAK_MATMUL)
@@ -166,6 +170,10 @@ def measure_peaks(threads: int, repeats: int, device: torch.device | str = "cpu"
     a, b = (torch.randn(n, n, generator=gen).to(device) for _ in range(2))
     with torch.inference_mode():
         conv_s = _median_seconds(lambda: torch.nn.functional.conv1d(x, w, padding=k // 2), repeats, device)
+        if device.type == "cpu":
+            fast = engine._FastConv(w, torch.zeros(c), k // 2, 1, t)
+            x4 = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)  # (B, C, 1, T), the engine's layout
+            conv_s = min(conv_s, _median_seconds(lambda: fast(x4), repeats, device))
         mm_s = _median_seconds(lambda: torch.mm(a, b), repeats, device)
     return {"conv": 2 * c * c * k * t / conv_s / 1e9, "matmul": 2 * n**3 / mm_s / 1e9}
 

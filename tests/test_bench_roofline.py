@@ -126,3 +126,27 @@ def test_train_split_prints_the_six_parts(capsys, monkeypatch):
     assert rows[-1]["share"] == "100.0%"
     bench_speed.main(args + ["--threads", "1"])
     assert "part by part" not in capsys.readouterr().out  # without --split: the table alone
+
+
+@pytest.mark.parametrize("groups, transposed", [(1, False), (16, False), (1, True), (4, True)])
+def test_split_counts_a_convs_backward_as_two_forwards(groups, transposed):
+    """Each of the two gradients of a convolution costs its forward, grouped ones too (torch's own
+    formula counts a grouped conv's weight gradient as dense: 17x the forward at groups 16)."""
+    torch.manual_seed(0)
+    b, c_in, c_out, t_in = 2, 64, 32, 50
+    if transposed:
+        conv = torch.nn.ConvTranspose1d(c_in, c_out, 16, stride=8, padding=4, groups=groups)
+    else:
+        conv = torch.nn.Conv1d(c_in, c_out, 41, padding=20, groups=groups)
+    x = torch.randn(b, c_in, t_in, requires_grad=True)
+    mapping = {torch.ops.aten.convolution_backward: bench_speed.conv_backward_flops}
+    with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+        y = conv(x)
+    forward = counter.get_total_flops()
+    k = conv.kernel_size[0]
+    # multiply-adds x 2: per input step (transposed) or output step (plain), C_in x C_out / groups x K
+    steps = t_in if transposed else y.shape[-1]
+    assert forward == 2 * b * steps * c_in * c_out // groups * k
+    with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+        y.sum().backward()
+    assert counter.get_total_flops() == 2 * forward
