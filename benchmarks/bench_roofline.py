@@ -13,7 +13,8 @@ one warm-up, under `torch.inference_mode()` at `--threads` intra-op threads:
 - `pre`: the mel to channels-last, conv_pre with its fused LeakyReLU;
 - `up<i>`: level i's polyphase upsampling conv, the channels-last copy and the `as_strided`
   reinterpretation of its rate * C channels as rate times as many steps;
-- `mrf<i>`: level i's multi-receptive-field fusion (all its residual blocks, `_FastGenerator._mrf`);
+- `mrf<i>`: level i's multi-receptive-field fusion (all its residual blocks, over time tiles:
+  `_FastGenerator._mrf_tiled`);
 - `post`: conv_post, tanh and the reshape to (B, 1, T).
 
 Per stage: C (channels of the stage's activations: pre its output, post its input), T (output
@@ -184,7 +185,7 @@ def stage_calls(fast: "engine._FastGenerator") -> dict[str, Callable[[torch.Tens
         # NOTE: the default slope before conv_post (see models.POST_SLOPE)
         slope_out = LRELU_SLOPE if i < last else POST_SLOPE
         calls[f"up{i}"] = lambda x, up=up, rate=fast.rates[i]: upsample(up, rate, x)
-        calls[f"mrf{i}"] = lambda x, level=fast.blocks[i], s=slope_out: fast._mrf(x, level, None, s)
+        calls[f"mrf{i}"] = lambda x, i=i, s=slope_out: fast._mrf_tiled(x, i, None, s)
     calls["post"] = lambda x: post(fast, x)
     return calls
 

@@ -5,6 +5,7 @@
   the synthesis API uses it on CPU where it applies.
 - engine.keep_freed_memory: the engine's large blocks are reused (fewer page faults), unless the
   environment sets malloc's thresholds.
+- The engine's time tiles of an MRF level == one piece (V1/V2/V3, masks, under synthesis chunking).
 - Polyphase rewrite of ConvTranspose1d == ConvTranspose1d for every (kernel, rate) of the configs.
 - training.frozen: the generator step's gradients are those computed with unfrozen discriminators.
 """
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from conftest import FIXTURES, VERSIONS, config, needs_fixtures, tiny_config
 
 import engine
+import synthesis
 from engine import polyphase_weight
 from models import (
     Generator,
@@ -81,6 +83,45 @@ def test_fast_path_on_original_format_checkpoint(version):
     fast, ref = both_paths(g, mel)
     assert (fast - ref).abs().max() < FAST_TOL
     assert (fast - expected).abs().max() < FAST_TOL  # the authors' output for this checkpoint
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_mrf_time_tiles_equal_one_piece_with_and_without_mask(version, monkeypatch):
+    """Tiles of about 40 steps at 32 channels (2 at 512): every level of V1/V2/V3 is tiled, with
+    and without a mask, and equals the reference and the untiled engine."""
+    monkeypatch.setattr(engine, "TILE_BYTES", 4 * 32 * 40)
+    h = config(version)
+    g = seeded_generator(h)
+    x = torch.randn(1, h.num_mels, 11, generator=torch.Generator().manual_seed(2))
+    fast = engine.prepare(g)
+    fast(x)  # builds fast._fast with the patched tile size
+    tiles = []  # lengths of the pieces the MRF levels ran on
+    one_piece = fast._fast._mrf
+    monkeypatch.setattr(fast._fast, "_mrf", lambda x, *rest: tiles.append(x.shape[-1]) or one_piece(x, *rest))
+    for lengths in (None, torch.tensor([8])):
+        tiles.clear()
+        with torch.inference_mode():
+            tiled = fast(x, lengths)
+            ref = g(x, lengths)
+        assert len(tiles) > 3 * len(h.upsample_rates), tiles  # several tiles per level
+        torch.testing.assert_close(tiled, ref, rtol=0, atol=FAST_TOL)
+        fast._fast.tile_bytes = 1 << 40  # one piece per level
+        with torch.inference_mode():
+            whole = fast(x, lengths)
+        fast._fast.tile_bytes = engine.TILE_BYTES
+        torch.testing.assert_close(tiled, whole, rtol=0, atol=1e-6)
+
+
+def test_chunked_synthesis_through_tiled_levels_equals_one_shot(monkeypatch):
+    """synthesis chunking (overlap-save) on top of the engine's tiles: the same audio."""
+    monkeypatch.setattr(engine, "TILE_BYTES", 4 * 32 * 64)
+    h = config("v3")
+    g = seeded_generator(h)
+    mel = torch.randn(h.num_mels, 60, generator=torch.Generator().manual_seed(3))
+    chunked = synthesis.vocode(g, h, mel, chunk_frames=25)
+    with torch.inference_mode():
+        ref = g(mel.unsqueeze(0))[0, 0].numpy()
+    np.testing.assert_allclose(chunked, ref, rtol=0, atol=FAST_TOL)
 
 
 @pytest.mark.parametrize(
