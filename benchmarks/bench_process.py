@@ -25,21 +25,18 @@ import time
 
 import numpy as np
 import torch
-from common import REPO, cpu_model, markdown_table, repo_config, set_threads, stats, three_digits
+from common import REPO, cpu_model, markdown_table, repo_config, seeded_state_dict, set_threads, stats, three_digits
 
 # the repository's modules: `common` put its root on sys.path
 from models import Generator  # noqa: E402
 from synthesis import vocode  # noqa: E402
-
-WEIGHT_G_SCALE = 1.5  # as bench_speed.py: non-trivial activations from a seeded init
 
 
 def write_workload(folder: str, version: str, files: int, seconds: float, seed: int) -> tuple[str, str]:
     """A checkpoint (`g_00000000` + config.json, original key names) and `files` mels of
     `seconds` each under `folder` -> (checkpoint file, mels folder)."""
     h = repo_config(version)
-    torch.manual_seed(seed)
-    sd = {k: v * WEIGHT_G_SCALE if k.endswith("weight_g") else v for k, v in Generator(h).state_dict().items()}
+    sd = seeded_state_dict(h, seed)
     cp_dir, mel_dir = os.path.join(folder, "cp"), os.path.join(folder, "mels")
     os.makedirs(cp_dir), os.makedirs(mel_dir)
     torch.save({"generator": sd}, os.path.join(cp_dir, "g_00000000"))

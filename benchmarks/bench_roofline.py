@@ -31,13 +31,12 @@ with that sum.
 """
 
 import argparse
-import statistics
 from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
 import torch
-from common import cpu_model, markdown_table, measure_peaks, repo_config, set_threads, three_digits, timed
+from common import cpu_model, markdown_table, measure_peaks, median_seconds, repo_config, set_threads, three_digits
 from torch import nn
 
 # the repository's modules: `common` put its root on sys.path
@@ -200,13 +199,6 @@ def stage_inputs(calls: dict, mel: torch.Tensor) -> tuple[dict[str, torch.Tensor
     return inputs, x
 
 
-def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall seconds of `repeats` calls of `fn()` after one warm-up call."""
-    with torch.inference_mode():
-        fn()
-        return statistics.median(timed(fn) for _ in range(max(1, repeats)))
-
-
 # ---------------------------------------------------------------------------------------------
 # The table
 # ---------------------------------------------------------------------------------------------
@@ -252,8 +244,9 @@ def bench_model(version: str, a: argparse.Namespace, peaks: dict) -> tuple[list[
     inputs, chained = stage_inputs(calls, mel)
     torch.testing.assert_close(chained, audio, rtol=0, atol=1e-5, msg="the stages do not reproduce the engine's call")
     costs = stage_costs(g, prepared._fast, mel.shape[-1])
-    times = {name: median_seconds(lambda fn=fn, x=inputs[name]: fn(x), a.repeats) for name, fn in calls.items()}
-    engine_s = median_seconds(lambda: prepared(mel), a.repeats)
+    with torch.inference_mode():
+        times = {name: median_seconds(lambda fn=fn, x=inputs[name]: fn(x), a.repeats) for name, fn in calls.items()}
+        engine_s = median_seconds(lambda: prepared(mel), a.repeats)
     total_s = sum(times.values())
     label = f"HiFi-GAN {version.upper()}"
     rows = [table_row(label, n, costs[n], times[n], peaks, f"{100 * times[n] / total_s:.1f}%") for n in calls]

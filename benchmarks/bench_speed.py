@@ -40,6 +40,7 @@ from common import (
     peak_memory_mb,
     repo_config,
     reset_peak_memory,
+    seeded_state_dict,
     set_threads,
     stats,
     three_digits,
@@ -52,8 +53,6 @@ from torch.utils.flop_counter import FlopCounterMode
 import engine
 from meldataset import MelDataset, make_demo_dataset, mel_from_config, read_filelist, synth_speechlike
 from models import Generator
-
-WEIGHT_G_SCALE = 1.5  # as the shared fixtures: non-trivial activations from a seeded init
 
 # train --split: the parts of our training step (training.gan_step), in the order it runs them.
 SPLIT_PARTS = {
@@ -88,13 +87,6 @@ SPLIT_PIECES = {
 def speech_audio(seconds: float, sampling_rate: int, seed: int) -> torch.Tensor:
     """(1, T) synthetic speech-like audio (see meldataset.synth_speechlike)."""
     return torch.from_numpy(synth_speechlike(seconds, sampling_rate, np.random.default_rng(seed))).unsqueeze(0)
-
-
-def seeded_state_dict(h, seed: int) -> dict:
-    """A generator state dict (original keys) from a seeded init, every `weight_g` x 1.5."""
-    torch.manual_seed(seed)
-    sd = Generator(h).state_dict()
-    return {k: v * WEIGHT_G_SCALE if k.endswith("weight_g") else v for k, v in sd.items()}
 
 
 def sync(device: torch.device) -> None:
@@ -183,7 +175,7 @@ def bench_infer(a, theirs, device: torch.device) -> None:
                     f"{base_t / s['median']:.2f}x" if base_t else "-",
                     f"{c:.3f}",
                     f"{base_c / c:.2f}x" if base_c else "-",
-                    f"{(outs[name] - base).abs().max().item():.1e}",
+                    "-" if base is None else f"{(outs[name] - base).abs().max().item():.1e}",
                 ]
             )
     header = ["generator", "params", "median s", "min-max s", "kHz", "x real time", "vs authors'", "CPU s", "vs (CPU)"]

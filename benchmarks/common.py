@@ -24,6 +24,7 @@ if REPO not in sys.path:
 import torch  # noqa: E402
 
 import engine  # noqa: E402
+from models import Generator  # noqa: E402
 from utils import load_config  # noqa: E402
 
 # Module names that exist in both code bases (the authors' import each other by these names).
@@ -35,6 +36,16 @@ PEAK_CONV = dict(channels=512, kernel=7, steps=8192)
 PEAK_MATMUL = 2048
 SMOKE_PEAK_CONV = dict(channels=64, kernel=7, steps=1024)
 SMOKE_PEAK_MATMUL = 256
+
+
+WEIGHT_G_SCALE = 1.5  # as the shared fixtures: non-trivial activations from a seeded init
+
+
+def seeded_state_dict(h, seed: int) -> dict:
+    """A HiFi-GAN generator state dict (original keys) from a seeded init, every `weight_g` x 1.5."""
+    torch.manual_seed(seed)
+    sd = Generator(h).state_dict()
+    return {k: v * WEIGHT_G_SCALE if k.endswith("weight_g") else v for k, v in sd.items()}
 
 
 def repo_config(version: str):
@@ -138,9 +149,9 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def _median_seconds(fn, repeats: int, device: torch.device) -> float:
+def median_seconds(fn, repeats: int, device: torch.device | str = "cpu") -> float:
     """Median wall seconds of `repeats` calls of `fn()` after one untimed call (CUDA synced)."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     fn()
     sync()
     times = []
@@ -169,12 +180,12 @@ def measure_peaks(threads: int, repeats: int, device: torch.device | str = "cpu"
     w = torch.randn(c, c, k, generator=gen).mul_(k**-0.5 / c**0.5).to(device)
     a, b = (torch.randn(n, n, generator=gen).to(device) for _ in range(2))
     with torch.inference_mode():
-        conv_s = _median_seconds(lambda: torch.nn.functional.conv1d(x, w, padding=k // 2), repeats, device)
+        conv_s = median_seconds(lambda: torch.nn.functional.conv1d(x, w, padding=k // 2), repeats, device)
         if device.type == "cpu":
             fast = engine._FastConv(w, torch.zeros(c), k // 2, 1, t)
             x4 = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)  # (B, C, 1, T), the engine's layout
-            conv_s = min(conv_s, _median_seconds(lambda: fast(x4), repeats, device))
-        mm_s = _median_seconds(lambda: torch.mm(a, b), repeats, device)
+            conv_s = min(conv_s, median_seconds(lambda: fast(x4), repeats, device))
+        mm_s = median_seconds(lambda: torch.mm(a, b), repeats, device)
     return {"conv": 2 * c * c * k * t / conv_s / 1e9, "matmul": 2 * n**3 / mm_s / 1e9}
 
 
