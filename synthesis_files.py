@@ -139,9 +139,9 @@ def vocode_files(
     has them, else `estimate_frames`) and vocoded `batch_size` at a time (padding masked in the
     generator); inputs longer than `chunk_frames` are vocoded alone in chunks. `workers` > 1 (CPU
     only; ignored on other devices and with `debug`) spreads the batches over that many worker
-    threads with `torch.get_num_threads() // workers` intra-op threads each. A file that fails is reported through `on_error` in one line
-    and the others are still written (with `debug`, the exception propagates). `mel_format`: the
-    format of `.npy` mels (see `load_input`).
+    threads with `torch.get_num_threads() // workers` intra-op threads each. A file that fails is
+    reported through `on_error` in one line and the others are still written (with `debug`, the
+    exception propagates). `mel_format`: the format of `.npy` mels (see `load_input`).
     Returns {"files", "failed", "seconds", "wall"}.
     """
     os.makedirs(output_dir, exist_ok=True)

@@ -18,6 +18,7 @@ values); medians with min-max.
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,8 +41,7 @@ def write_workload(folder: str, version: str, files: int, seconds: float, seed: 
     cp_dir, mel_dir = os.path.join(folder, "cp"), os.path.join(folder, "mels")
     os.makedirs(cp_dir), os.makedirs(mel_dir)
     torch.save({"generator": sd}, os.path.join(cp_dir, "g_00000000"))
-    with open(os.path.join(REPO, f"config_{version}.json")) as src, open(os.path.join(cp_dir, "config.json"), "w") as f:
-        f.write(src.read())
+    shutil.copyfile(os.path.join(REPO, f"config_{version}.json"), os.path.join(cp_dir, "config.json"))
     frames = round(seconds * h.sampling_rate / h.hop_size)
     rng = np.random.default_rng(seed)
     for i in range(files):

@@ -268,9 +268,10 @@ def authors_trainer(theirs, h, sd, device):
     return step, (g, mpd, msd)
 
 
-def split_pieces(models: dict, optimizers: dict, h, x, y, y_mel) -> dict[str, Callable[[], None]]:
+def split_pieces(models: dict, optimizers: dict, h, x, y, y_mel) -> tuple[dict[str, Callable[[], None]], dict]:
     """Our training step (training.gan_step: fp32, no AMP, no DDP) cut into the `SPLIT_PIECES`, in
-    its order; run one after the other they are one step on (x, y (B, 1, T), y_mel)."""
+    its order; run one after the other they are one step on (x, y (B, 1, T), y_mel). Returns
+    (pieces, their state: "loss_g" holds the last step's generator loss)."""
     import training
 
     r = training.recipe(h)
@@ -311,7 +312,7 @@ def split_pieces(models: dict, optimizers: dict, h, x, y, y_mel) -> dict[str, Ca
 
         return step
 
-    return {
+    pieces = {
         "G forward": g_forward,
         "mel": mel,
         "D forward": d_forward,
@@ -321,6 +322,7 @@ def split_pieces(models: dict, optimizers: dict, h, x, y, y_mel) -> dict[str, Ca
         "G backward": lambda: state["loss_g"].backward(),
         "G update": update(optimizers["optim_g"], ["generator"], "generator"),
     }
+    return pieces, state
 
 
 def conv_backward_flops(
@@ -368,16 +370,33 @@ def run_pieces(pieces: dict, device: torch.device, count: bool = False) -> dict[
     return out
 
 
-def bench_split(a, label: str, h, sd, batch: tuple, device: torch.device, peaks: dict) -> tuple[list, float, float]:
+def bench_split(
+    a, label: str, h, sd, batch: tuple, device: torch.device, peaks: dict, step_losses: list[float]
+) -> tuple[list, float, float]:
     """Our step's parts on `batch` (x, y, y_mel): one untimed step counting FLOPs, `--warmup`
-    untimed steps, then `--steps` timed ones. Returns (table rows, median seconds of the generator
-    step's D forward alone, sum of the parts' medians)."""
+    untimed steps, then `--steps` timed ones. `step_losses`: the G losses of the real step
+    (training.gan_step) from the same start, which the pieces must reproduce step by step (the
+    pieces copy gan_step's sequence; this catches the two drifting apart). Returns (table rows,
+    median seconds of the generator step's D forward alone, sum of the parts' medians)."""
     models, optimizers = our_models(h, sd, device)
-    pieces = split_pieces(models, optimizers, h, *batch)
-    flops = run_pieces(pieces, device, count=True)
+    pieces, state = split_pieces(models, optimizers, h, *batch)
+    losses = []
+
+    def step(count: bool = False) -> dict[str, float]:
+        out = run_pieces(pieces, device, count)
+        losses.append(float(state["loss_g"]))
+        return out
+
+    flops = step(count=True)
     for _ in range(a.warmup):
-        run_pieces(pieces, device)
-    steps = [run_pieces(pieces, device) for _ in range(a.steps)]
+        step()
+    steps = [step() for _ in range(a.steps)]
+    n = min(len(losses), len(step_losses))
+    if not np.allclose(losses[:n], step_losses[:n], rtol=1e-5, atol=0):
+        raise SystemExit(
+            f"error: {label}: the --split pieces give G losses {losses[:n]}, training.gan_step {step_losses[:n]}; "
+            "split_pieces no longer follows gan_step, update it"
+        )
     per_part = [{p: sum(t[k] for k, q in SPLIT_PIECES.items() if q == p) for p in SPLIT_PARTS} for t in steps]
     medians = {p: statistics.median(t[p] for t in per_part) for p in SPLIT_PARTS}
     counted = {p: sum(flops[k] for k, q in SPLIT_PIECES.items() if q == p) for p in SPLIT_PARTS}
@@ -442,11 +461,12 @@ def bench_train(a, theirs, device: torch.device) -> None:
                 ]
             )
         if a.split:
-            part_rows, d_forward, total = bench_split(a, f"{version.upper()} ours", h, sd, (x, y, y_mel), device, roof)
+            label = f"{version.upper()} ours"
+            part_rows, d_forward, total = bench_split(a, label, h, sd, (x, y, y_mel), device, roof, losses["ours"])
             split_rows += part_rows
             split_notes.append(
                 f"{version.upper()} ours: sum of parts {total:.3f} s vs s/step {stats(times['ours'])['median']:.3f}; "
-                f"of the G step part, D forward {d_forward:.3f} s"
+                f"of the G step part, D forward {d_forward:.3f} s; G losses equal the step's"
             )
     mem = "peak GPU MB" if device.type == "cuda" else "peak RSS MB"
     header = ["model", "s/step", "min-max", "samples/s", mem, "vs authors'", "CPU s", "vs (CPU)", "G loss per step"]

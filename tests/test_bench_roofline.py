@@ -114,6 +114,7 @@ def test_train_split_prints_the_six_parts(capsys, monkeypatch):
     bench_speed.main(args + ["--threads", "1", "--split"])
     out = capsys.readouterr().out
     assert "our training step, part by part (ours only;" in out and "peaks: conv " in out
+    assert "G losses equal the step's" in out  # the pieces reproduce training.gan_step
     split = out[out.index("part by part") :].splitlines()
     rows = [re.match(SPLIT_ROW, line) for line in split if line.startswith("V3 ours ")]
     assert all(rows), split
